@@ -1,0 +1,167 @@
+"""The store's tables (SQLModel).
+
+Every datetime is timezone-aware UTC (SQLModel UTCDateTime): one convention for SQLite and
+PostgreSQL keeps comparisons and ordering correct; `desk.timeutil` converts at the edges.
+Per-ticket aggregates (last message time, snippet, counts) live on the ticket row and are updated
+in the same transaction as the message, so queue lists never aggregate over messages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+TICKET_STATUSES = ("open", "pending", "snoozed", "resolved")
+LIVE_STATUSES = ("open", "pending", "snoozed")
+PRIORITIES = ("low", "normal", "high", "urgent")
+DIRECTIONS = ("in", "out", "note")
+# Delivery states of an outbound message; inbound messages carry "received".
+DELIVERY_STATUSES = ("queued", "sending", "sent", "delivered", "failed", "unknown")
+
+
+class Meta(SQLModel, table=True):
+    """Key/value facts about the store itself, such as the schema version."""
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Customer(SQLModel, table=True):
+    __table_args__ = (Index("ix_customer_updated", "updated_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = ""
+    created_at: datetime
+    updated_at: datetime
+    # A merged customer stays as a tombstone pointing at the survivor, so unmerge can restore it.
+    merged_into: int | None = Field(default=None, foreign_key="customer.id", index=True)
+
+
+class Identity(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("kind", "value", name="uq_identity_kind_value"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    kind: str  # email | phone | telegram
+    value: str  # normalised: lower-case email with IDNA domain, E.164 phone, numeric Telegram id
+    display: str | None = None  # a name or @username to show beside the value
+    source: str = "message"  # message | evidence | manual | reply
+    created_at: datetime
+    last_seen_at: datetime | None = None
+
+
+class Ticket(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_ticket_status_last", "status", "last_message_at", "id"),
+        Index("ix_ticket_assignee_status_last", "assignee", "status", "last_message_at", "id"),
+        Index("ix_ticket_customer_status", "customer_id", "status"),
+        Index("ix_ticket_last", "last_message_at", "id"),
+        Index("ix_ticket_snoozed_until", "snoozed_until"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id")
+    status: str = "open"
+    assignee: str | None = None
+    priority: str = "normal"
+    # Denormalised copy of TicketTag for display; TicketTag is what queue queries use.
+    tags: str = ""
+    subject: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    last_message_at: datetime
+    last_inbound_at: datetime | None = None
+    last_outbound_at: datetime | None = None
+    # When the customer started waiting for an answer; None when the last word was ours.
+    waiting_since: datetime | None = None
+    first_response_at: datetime | None = None
+    resolved_at: datetime | None = None
+    snoozed_until: datetime | None = None
+    message_count: int = 0
+    unread_count: int = 0
+    snippet: str = ""
+    channels: str = ""  # comma-separated channels used in this ticket, e.g. "email,sms"
+    last_channel: str | None = None
+
+
+class TicketTag(SQLModel, table=True):
+    __table_args__ = (Index("ix_tickettag_tag", "tag", "ticket_id"),)
+
+    ticket_id: int = Field(foreign_key="ticket.id", primary_key=True)
+    tag: str = Field(primary_key=True)
+
+
+class Message(SQLModel, table=True):
+    __table_args__ = (
+        # provider_id leads so threading (In-Reply-To lookups by Message-ID) uses it too.
+        UniqueConstraint("provider_id", "connector", name="uq_message_provider"),
+        Index("ix_message_ticket_time", "ticket_id", "sent_at", "id"),
+        Index("ix_message_customer_time", "customer_id", "sent_at", "id"),
+        Index("ix_message_outbox", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
+    customer_id: int = Field(foreign_key="customer.id")
+    channel: str  # email | sms | telegram | note
+    direction: str  # in | out | note
+    connector: str | None = None
+    provider_id: str | None = None
+    sender: str | None = None
+    sender_name: str | None = None
+    recipient: str | None = None  # for outbound: the identity value it goes to
+    recipients: str | None = None  # JSON list of every recipient, as the provider gave them
+    subject: str | None = Field(default=None, sa_column=Column(Text))
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    html: str | None = Field(default=None, sa_column=Column(Text))
+    sent_at: datetime
+    received_at: datetime
+    status: str = "received"  # received, or a DELIVERY_STATUSES value for outbound
+    error: str | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    flags: str = ""  # comma-separated connectors.base FLAG_* values
+    in_reply_to: str | None = None
+    references: str | None = None  # space-separated Message-IDs
+    author: str | None = None  # the agent who wrote an outbound message or note
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+
+
+class Attachment(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    filename: str  # already made safe by the connector; never used as a path as-is
+    content_type: str
+    size: int
+    sha256: str
+    data: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+
+
+class SyncState(SQLModel, table=True):
+    """A connector's cursor, written in the same transaction as the messages it covers."""
+
+    connector: str = Field(primary_key=True)
+    cursor: str = "{}"  # JSON
+    updated_at: datetime
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+
+class Event(SQLModel, table=True):
+    """Audit trail: status, assignment, tags, merges, identity links."""
+
+    __table_args__ = (
+        Index("ix_event_ticket", "ticket_id", "id"),
+        Index("ix_event_customer", "customer_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime
+    kind: str
+    actor: str | None = None  # agent name, or "system"
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
+    customer_id: int | None = Field(default=None, foreign_key="customer.id")
+    data: str = "{}"  # JSON

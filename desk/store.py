@@ -1,0 +1,344 @@
+"""The store: engine and pragmas, schema and migrations, and the queries app and daemon share.
+
+Everything here is dialect-neutral SQLAlchemy except the block marked "SQLite-specific", which
+holds the FTS5 index and its triggers; PostgreSQL gets its own equivalent there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, SQLModel
+
+from desk import models
+from desk.models import Customer, Identity, Message, Meta, SyncState, Ticket, TicketTag
+from desk.timeutil import utcnow
+
+SCHEMA_VERSION = 1
+
+
+class StoreError(Exception):
+    """The store cannot be opened or is from a newer desk."""
+
+
+# --------------------------------------------------------------------------------------------
+# Engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the daemon write while app instances read; the busy timeout turns short write
+    # contention into waiting instead of "database is locked".
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA cache_size=-32000")
+    cursor.close()
+    # Take transaction control from the sqlite3 module, so _sqlite_begin decides how to BEGIN.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A write transaction takes the write lock up front: a deferred one that reads first and
+    # then writes fails at once with "database is locked" if another writer committed meanwhile,
+    # instead of waiting on busy_timeout.
+    immediate = conn.get_execution_options().get("desk_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url` with desk's connection settings; creates the SQLite file's folder."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+# --------------------------------------------------------------------------------------------
+# Schema and migrations
+#
+# A store records its schema version in the `meta` table. A new store is created at
+# SCHEMA_VERSION in one go; an older one runs MIGRATIONS[v] for each v from its version up to
+# SCHEMA_VERSION - 1, each in its own transaction. To change the schema: bump SCHEMA_VERSION,
+# change the models, and add MIGRATIONS[old_version] doing the same change on an existing store.
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+# ---- SQLite-specific: full-text index (FTS5, external content on message) -------------------
+_SQLITE_FTS = [
+    """CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5(
+        subject, text, content='message', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2')""",
+    """CREATE TRIGGER IF NOT EXISTS message_fts_ai AFTER INSERT ON message BEGIN
+        INSERT INTO message_fts(rowid, subject, text) VALUES (new.id, new.subject, new.text);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS message_fts_ad AFTER DELETE ON message BEGIN
+        INSERT INTO message_fts(message_fts, rowid, subject, text)
+        VALUES ('delete', old.id, old.subject, old.text);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS message_fts_au AFTER UPDATE OF subject, text ON message BEGIN
+        INSERT INTO message_fts(message_fts, rowid, subject, text)
+        VALUES ('delete', old.id, old.subject, old.text);
+        INSERT INTO message_fts(rowid, subject, text) VALUES (new.id, new.subject, new.text);
+    END""",
+]
+# ---- end of SQLite-specific -----------------------------------------------------------------
+
+
+def _schema_version(conn: Connection) -> int | None:
+    if not conn.dialect.has_table(conn, "meta"):
+        return None
+    value = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+    return int(value) if value is not None else None
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the store's schema to SCHEMA_VERSION; returns the version it found (0 if new)."""
+    with engine.begin() as conn:
+        found = _schema_version(conn)
+        if found is None:
+            SQLModel.metadata.create_all(conn)
+            if conn.dialect.name == "sqlite":
+                for statement in _SQLITE_FTS:
+                    conn.exec_driver_sql(statement)
+            conn.execute(models.Meta.__table__.insert(), {"key": "schema_version",
+                                                           "value": str(SCHEMA_VERSION)})
+            return 0
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store has schema version {found}, newer than this desk ({SCHEMA_VERSION}):"
+            " upgrade desk"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        with engine.begin() as conn:
+            MIGRATIONS[version](conn)
+            conn.execute(
+                models.Meta.__table__.update()
+                .where(models.Meta.key == "schema_version")
+                .values(value=str(version + 1))
+            )
+    return found
+
+
+class Store:
+    """An open store: the engine plus sessions that retry when another writer holds the lock."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._write_engine = self.engine.execution_options(desk_write=True)
+        migrate(self._write_engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session for reading (and ORM writes committed by the caller)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One write transaction, committed on success and rolled back on any error."""
+        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def write(self, work: Callable[[Session], Any], *, attempts: int = 5) -> Any:
+        """Run `work` in one transaction, retrying when SQLite reports the store busy."""
+        for attempt in range(attempts):
+            try:
+                with self.transaction() as session:
+                    return work(session)
+            except OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        return None
+
+    def data_version(self) -> int:
+        """A number that changes when another connection commits (cheap change polling)."""
+        if not is_sqlite(self.engine):
+            with self.engine.connect() as conn:
+                return int(conn.execute(select(func.max(Message.id))).scalar() or 0)
+        with self.engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA data_version").scalar() or 0)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str) -> Store:
+    return Store(url)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared queries
+
+
+QUEUES = ("mine", "unassigned", "open", "pending", "snoozed", "resolved", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class TicketCursor:
+    """Keyset position in a ticket list: the last row shown."""
+
+    last_message_at: datetime
+    id: int
+
+
+def ticket_page(
+    session: Session,
+    *,
+    queue: str = "open",
+    agent: str | None = None,
+    channel: str | None = None,
+    tag: str | None = None,
+    after: TicketCursor | None = None,
+    limit: int = 50,
+) -> list[Ticket]:
+    """The newest tickets of a queue, a page at a time, from an index (never a table scan)."""
+    query = select(Ticket)
+    if queue == "mine":
+        query = query.where(Ticket.assignee == agent, Ticket.status == "open")
+    elif queue == "unassigned":
+        query = query.where(Ticket.assignee.is_(None), Ticket.status == "open")
+    elif queue in models.TICKET_STATUSES:
+        query = query.where(Ticket.status == queue)
+    elif queue != "all":
+        raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}")
+    if channel:
+        query = query.where(Ticket.channels.contains(channel))
+    if tag:
+        query = query.where(
+            Ticket.id.in_(select(TicketTag.ticket_id).where(TicketTag.tag == tag))
+        )
+    if after is not None:
+        query = query.where(
+            or_(
+                Ticket.last_message_at < after.last_message_at,
+                (Ticket.last_message_at == after.last_message_at) & (Ticket.id < after.id),
+            )
+        )
+    query = query.order_by(Ticket.last_message_at.desc(), Ticket.id.desc()).limit(limit)
+    return list(session.exec(query).all())
+
+
+def queue_counts(session: Session, agent: str | None) -> dict[str, int]:
+    """How many tickets each status queue holds, plus mine and unassigned (open only)."""
+    counts = {status: 0 for status in models.TICKET_STATUSES}
+    for status, count in session.execute(
+        select(Ticket.status, func.count()).group_by(Ticket.status)
+    ):
+        counts[status] = count
+    counts["mine"] = session.execute(
+        select(func.count()).where(Ticket.assignee == agent, Ticket.status == "open")
+    ).scalar_one()
+    counts["unassigned"] = session.execute(
+        select(func.count()).where(Ticket.assignee.is_(None), Ticket.status == "open")
+    ).scalar_one()
+    return counts
+
+
+def ticket_messages(
+    session: Session,
+    ticket_id: int,
+    *,
+    limit: int = 50,
+    before: tuple[datetime, int] | None = None,
+) -> list[Message]:
+    """The newest `limit` messages of a ticket (oldest first), optionally before a position."""
+    query = select(Message).where(Message.ticket_id == ticket_id)
+    if before is not None:
+        moment, message_id = before
+        query = query.where(
+            or_(Message.sent_at < moment, (Message.sent_at == moment) & (Message.id < message_id))
+        )
+    query = query.order_by(Message.sent_at.desc(), Message.id.desc()).limit(limit)
+    return list(reversed(session.exec(query).all()))
+
+
+def customer_timeline(
+    session: Session,
+    customer_id: int,
+    *,
+    limit: int = 50,
+    before: tuple[datetime, int] | None = None,
+) -> list[Message]:
+    """The newest messages of a customer across every channel and ticket (oldest first)."""
+    query = select(Message).where(Message.customer_id == customer_id)
+    if before is not None:
+        moment, message_id = before
+        query = query.where(
+            or_(Message.sent_at < moment, (Message.sent_at == moment) & (Message.id < message_id))
+        )
+    query = query.order_by(Message.sent_at.desc(), Message.id.desc()).limit(limit)
+    return list(reversed(session.exec(query).all()))
+
+
+def customer_identities(session: Session, customer_ids: Sequence[int]) -> dict[int, list[Identity]]:
+    result: dict[int, list[Identity]] = {cid: [] for cid in customer_ids}
+    if not customer_ids:
+        return result
+    for identity in session.exec(
+        select(Identity).where(Identity.customer_id.in_(list(customer_ids))).order_by(Identity.id)
+    ):
+        result[identity.customer_id].append(identity)
+    return result
+
+
+def get_cursor(session: Session, connector: str) -> dict[str, Any] | None:
+    state = session.get(SyncState, connector)
+    return json.loads(state.cursor) if state is not None else None
+
+
+def save_cursor(session: Session, connector: str, cursor: dict[str, Any] | None) -> None:
+    """Record a connector's cursor (inside the caller's transaction)."""
+    now = utcnow()
+    encoded = json.dumps(cursor or {}, sort_keys=True, default=str)
+    state = session.get(SyncState, connector)
+    if state is None:
+        session.add(
+            SyncState(connector=connector, cursor=encoded, updated_at=now, last_success_at=now)
+        )
+    else:
+        state.cursor = encoded
+        state.updated_at = now
+        state.last_success_at = now
+        state.last_error = None
+    session.flush()
+
+
+def summary(session: Session) -> dict[str, int]:
+    """Counts of what the store holds, for `desk status` and `desk demo --no-tui`."""
+    def count(model: type[SQLModel], *where: Any) -> int:
+        return session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
+
+    return {
+        "customers": count(Customer, Customer.merged_into.is_(None)),
+        "tickets": count(Ticket),
+        "open": count(Ticket, Ticket.status == "open"),
+        "messages": count(Message),
+        "queued": count(Message, Message.status.in_(("queued", "sending"))),
+        "failed": count(Message, Message.status == "failed"),
+    }

@@ -1,0 +1,253 @@
+"""Tickets: where an inbound message goes, and the status rules agents act on.
+
+Routing (`route`) is pure: given the candidate tickets it returns a decision, so the ingest
+path can apply it to a whole batch in memory. The agent actions below each write an Event.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import delete, select
+from sqlmodel import Session
+
+from desk.models import LIVE_STATUSES, PRIORITIES, TICKET_STATUSES, Event, Ticket, TicketTag
+from desk.timeutil import utcnow
+
+SUBJECT_TOKEN = re.compile(r"\[#(\d{1,12})\]")
+_REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|tr|sv|vs|antw)\s*(\[\d+\])?\s*:\s*)+", re.I)
+
+
+class TicketError(ValueError):
+    """An action that does not apply (unknown ticket, bad status, bad priority)."""
+
+
+def subject_tokens(subject: str | None) -> list[int]:
+    """Ticket ids written as [#123] in a subject, first one first."""
+    return [int(match) for match in SUBJECT_TOKEN.findall(subject or "")]
+
+
+def clean_subject(subject: str | None) -> str | None:
+    """A subject without reply/forward prefixes and [#id] tokens, for a new ticket's title."""
+    if not subject:
+        return None
+    cleaned = SUBJECT_TOKEN.sub("", _REPLY_PREFIX.sub("", subject)).strip()
+    return cleaned or None
+
+
+def reply_subject(subject: str | None, ticket_id: int) -> str:
+    """The subject of our email reply: `Re: <subject> [#id]`, keeping a token already there."""
+    base = clean_subject(subject) or "Your request"
+    return f"Re: {base} [#{ticket_id}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """What routing needs to know of a ticket."""
+
+    key: object  # the ticket id, or a placeholder for one created earlier in the same batch
+    customer_key: object
+    status: str
+    resolved_at: datetime | None
+    last_message_at: datetime
+
+
+Action = Literal["join", "reopen", "new", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    ticket: Candidate | None = None
+
+
+def route(
+    *,
+    sent_at: datetime,
+    threaded: Candidate | None,
+    customer_tickets: Sequence[Candidate],
+    reopen_window: timedelta,
+    may_open: bool = True,
+) -> Decision:
+    """Where an inbound message goes.
+
+    A threaded ticket (In-Reply-To/References or a [#id] token) wins when it is live or
+    resolved within the reopen window; otherwise the customer's live ticket; otherwise their
+    most recently resolved ticket within the window is reopened; otherwise a new ticket opens.
+    Automatic mail (`may_open=False`) joins a live ticket but never opens or reopens one.
+    """
+    if threaded is not None:
+        if threaded.status in LIVE_STATUSES:
+            return Decision("join", threaded)
+        if _within(threaded, sent_at, reopen_window):
+            return Decision("reopen" if may_open else "none", threaded if may_open else None)
+    live = [t for t in customer_tickets if t.status in LIVE_STATUSES]
+    if live:
+        return Decision("join", max(live, key=lambda t: t.last_message_at))
+    if not may_open:
+        return Decision("none")
+    resolved = [t for t in customer_tickets if t.status == "resolved" and t.resolved_at]
+    if resolved:
+        latest = max(resolved, key=lambda t: t.resolved_at or t.last_message_at)
+        if _within(latest, sent_at, reopen_window):
+            return Decision("reopen", latest)
+    return Decision("new")
+
+
+def _within(ticket: Candidate, sent_at: datetime, window: timedelta) -> bool:
+    return ticket.resolved_at is not None and sent_at - ticket.resolved_at <= window
+
+
+# --------------------------------------------------------------------------------------------
+# Agent actions
+
+
+def _ticket(session: Session, ticket_id: int) -> Ticket:
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise TicketError(f"no ticket #{ticket_id}")
+    return ticket
+
+
+def _event(session: Session, ticket: Ticket, kind: str, actor: str, **data: object) -> None:
+    session.add(
+        Event(
+            created_at=utcnow(),
+            kind=kind,
+            actor=actor,
+            ticket_id=ticket.id,
+            customer_id=ticket.customer_id,
+            data=json.dumps(data, default=str),
+        )
+    )
+
+
+def set_status(
+    session: Session,
+    ticket_id: int,
+    status: str,
+    *,
+    actor: str,
+    snooze_until: datetime | None = None,
+) -> Ticket:
+    """Move a ticket to open, pending, snoozed (until a time) or resolved."""
+    if status not in TICKET_STATUSES:
+        raise TicketError(f"unknown status {status!r}; expected one of {', '.join(TICKET_STATUSES)}")
+    if status == "snoozed" and snooze_until is None:
+        raise TicketError("snoozing needs a time to wake up")
+    ticket = _ticket(session, ticket_id)
+    before = ticket.status
+    now = utcnow()
+    ticket.status = status
+    ticket.snoozed_until = snooze_until if status == "snoozed" else None
+    ticket.resolved_at = now if status == "resolved" else None
+    ticket.updated_at = now
+    _event(session, ticket, "status", actor, before=before, after=status, until=snooze_until)
+    session.flush()
+    return ticket
+
+
+def wake_snoozed(session: Session, now: datetime | None = None) -> list[int]:
+    """Reopen snoozed tickets whose time has come; returns their ids."""
+    now = now or utcnow()
+    due = session.execute(
+        select(Ticket).where(Ticket.status == "snoozed", Ticket.snoozed_until <= now)
+    ).scalars().all()
+    for ticket in due:
+        set_status(session, ticket.id, "open", actor="system")  # type: ignore[arg-type]
+    return [ticket.id for ticket in due]  # type: ignore[misc]
+
+
+def assign(session: Session, ticket_id: int, assignee: str | None, *, actor: str) -> Ticket:
+    """Give a ticket to an agent (None: unassign)."""
+    ticket = _ticket(session, ticket_id)
+    before = ticket.assignee
+    ticket.assignee = assignee or None
+    ticket.updated_at = utcnow()
+    _event(session, ticket, "assign", actor, before=before, after=ticket.assignee)
+    session.flush()
+    return ticket
+
+
+def set_priority(session: Session, ticket_id: int, priority: str, *, actor: str) -> Ticket:
+    if priority not in PRIORITIES:
+        raise TicketError(f"unknown priority {priority!r}; expected one of {', '.join(PRIORITIES)}")
+    ticket = _ticket(session, ticket_id)
+    before = ticket.priority
+    ticket.priority = priority
+    ticket.updated_at = utcnow()
+    _event(session, ticket, "priority", actor, before=before, after=priority)
+    session.flush()
+    return ticket
+
+
+def normalize_tag(tag: str) -> str:
+    cleaned = re.sub(r"[\s,]+", "-", tag.strip().lower()).strip("-")
+    if not cleaned:
+        raise TicketError(f"not a usable tag: {tag!r}")
+    return cleaned[:64]
+
+
+def set_tags(session: Session, ticket_id: int, tags: Iterable[str], *, actor: str) -> Ticket:
+    """Replace a ticket's tags."""
+    ticket = _ticket(session, ticket_id)
+    wanted = sorted({normalize_tag(tag) for tag in tags})
+    before = [tag for tag in ticket.tags.split(",") if tag]
+    session.execute(delete(TicketTag).where(TicketTag.ticket_id == ticket_id))
+    for tag in wanted:
+        session.add(TicketTag(ticket_id=ticket_id, tag=tag))
+    ticket.tags = ",".join(wanted)
+    ticket.updated_at = utcnow()
+    _event(session, ticket, "tags", actor, before=before, after=wanted)
+    session.flush()
+    return ticket
+
+
+def add_tags(session: Session, ticket_id: int, tags: Iterable[str], *, actor: str) -> Ticket:
+    ticket = _ticket(session, ticket_id)
+    current = [tag for tag in ticket.tags.split(",") if tag]
+    return set_tags(session, ticket_id, [*current, *tags], actor=actor)
+
+
+def mark_read(session: Session, ticket_id: int) -> None:
+    ticket = _ticket(session, ticket_id)
+    if ticket.unread_count:
+        ticket.unread_count = 0
+        session.flush()
+
+
+def ticket_events(session: Session, ticket_id: int, limit: int = 200) -> list[Event]:
+    return list(
+        session.execute(
+            select(Event).where(Event.ticket_id == ticket_id).order_by(Event.id.desc()).limit(limit)
+        ).scalars()
+    )[::-1]
+
+
+def tickets_of_customer(session: Session, customer_id: int, limit: int = 50) -> list[Ticket]:
+    return list(
+        session.execute(
+            select(Ticket)
+            .where(Ticket.customer_id == customer_id)
+            .order_by(Ticket.last_message_at.desc())
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def snooze_delta(spec: str) -> timedelta:
+    """`30m`, `4h`, `2d`, `1w` as a timedelta."""
+    match = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", spec)
+    if not match:
+        raise TicketError(f"not a duration: {spec!r}; write e.g. 30m, 4h, 2d or 1w")
+    amount, unit = int(match.group(1)), match.group(2)
+    return timedelta(**{{"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: amount})
+
+
+def snooze_until(spec: str, now: datetime | None = None) -> datetime:
+    return (now or utcnow()) + snooze_delta(spec)
