@@ -241,7 +241,7 @@ def ticket_page(
             )
         )
     query = query.order_by(Ticket.last_message_at.desc(), Ticket.id.desc()).limit(limit)
-    return list(session.exec(query).all())
+    return list(session.execute(query).scalars().all())
 
 
 def queue_counts(session: Session, agent: str | None) -> dict[str, int]:
@@ -275,7 +275,7 @@ def ticket_messages(
             or_(Message.sent_at < moment, (Message.sent_at == moment) & (Message.id < message_id))
         )
     query = query.order_by(Message.sent_at.desc(), Message.id.desc()).limit(limit)
-    return list(reversed(session.exec(query).all()))
+    return list(reversed(session.execute(query).scalars().all()))
 
 
 def customer_timeline(
@@ -293,16 +293,16 @@ def customer_timeline(
             or_(Message.sent_at < moment, (Message.sent_at == moment) & (Message.id < message_id))
         )
     query = query.order_by(Message.sent_at.desc(), Message.id.desc()).limit(limit)
-    return list(reversed(session.exec(query).all()))
+    return list(reversed(session.execute(query).scalars().all()))
 
 
 def customer_identities(session: Session, customer_ids: Sequence[int]) -> dict[int, list[Identity]]:
     result: dict[int, list[Identity]] = {cid: [] for cid in customer_ids}
     if not customer_ids:
         return result
-    for identity in session.exec(
+    for identity in session.execute(
         select(Identity).where(Identity.customer_id.in_(list(customer_ids))).order_by(Identity.id)
-    ):
+    ).scalars():
         result[identity.customer_id].append(identity)
     return result
 

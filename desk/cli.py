@@ -1,0 +1,579 @@
+"""The `desk` command. One entry point; every subcommand calls the same `desk` functions the
+app and the daemon use. Heavy modules are imported inside the command that needs them so that
+`desk --help` and `desk check` start fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from email.utils import parseaddr
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from desk.textsafe import printable
+
+if TYPE_CHECKING:
+    from desk.config import Settings
+    from desk.store import Store
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as `desk: <message>`, exit status 1."""
+
+
+# --------------------------------------------------------------------------------------------
+# Settings and store
+
+
+def _settings(args: argparse.Namespace, *, check_secrets: bool = False) -> Settings:
+    from desk.config import find_config_path, load_config
+
+    path = find_config_path(args.config)
+    return load_config(path, check_secrets=check_secrets)
+
+
+def _db_url(args: argparse.Namespace, settings: Settings) -> str:
+    db = args.db or os.environ.get("DESK_DB")
+    if db:
+        return db if "://" in db else f"sqlite:///{Path(db).expanduser().resolve()}"
+    return settings.store.db_url
+
+
+def _open(args: argparse.Namespace) -> tuple[Settings, Store]:
+    from desk.store import Store
+
+    settings = _settings(args)
+    return settings, Store(_db_url(args, settings))
+
+
+def _connectors_by_channel(settings: Settings) -> dict[str, str]:
+    by_channel: dict[str, str] = {}
+    for connector in settings.connectors:
+        if connector.enabled:
+            by_channel.setdefault(connector.channel, connector.name)
+    return by_channel
+
+
+def _out(line: str = "", file: TextIO | None = None) -> None:
+    print(line, file=file or sys.stdout)
+
+
+def _json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False, default=str, indent=None))
+
+
+def _ago(moment: Any) -> str:
+    from desk.timeutil import to_store, utcnow
+
+    if moment is None:
+        return "-"
+    seconds = int((utcnow() - to_store(moment)).total_seconds())  # type: ignore[operator]
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from desk.config import ConfigError, find_config_path, load_config
+
+    try:
+        path = find_config_path(args.file or args.config)
+        if path is None:
+            raise CommandError("no config file found (looked at --config, $DESK_CONFIG, "
+                               "./config.toml and the platform config dir)")
+        settings = load_config(path, check_secrets=True)
+    except ConfigError as exc:
+        for error in exc.errors:
+            _out(error, sys.stderr)
+        _out(f"{len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''}", sys.stderr)
+        return 1
+    _out(f"{path}: ok")
+    for connector in settings.connectors:
+        state = "enabled" if connector.enabled else "disabled"
+        _out(f"  connector {connector.name}: {connector.type} ({state})")
+    _out(f"  store: {_db_url(args, settings)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from platformdirs import user_data_dir
+
+    from desk.demo import build_demo
+    from desk.store import Store
+
+    if args.db:
+        if "://" in args.db and not args.db.startswith("sqlite"):
+            raise CommandError("desk demo builds a SQLite store: give --db a file path")
+        url = args.db if "://" in args.db else f"sqlite:///{Path(args.db).expanduser().resolve()}"
+    else:
+        path = Path(user_data_dir("desk")) / "demo.db"
+        # The default demo store is ours alone, so it is rebuilt fresh every time.
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        url = f"sqlite:///{path}"
+    store = Store(url)
+    try:
+        counts = build_demo(store, agent=args.agent or "alice")
+    except ValueError as exc:
+        raise CommandError(f"{exc} (give --db a new file)") from exc
+    _out(f"demo store: {url.removeprefix('sqlite:///')}")
+    _out(", ".join(f"{count} {name}" for name, count in counts.items()))
+    if args.no_tui:
+        return 0
+    return _open_app(url, args)
+
+
+def _open_app(url: str, args: argparse.Namespace) -> int:
+    try:
+        from desk.tui.app import run_app
+    except ImportError:
+        _out("The agent app arrives with the next release; meanwhile try:")
+        _out(f"  desk --db {url.removeprefix('sqlite:///')} tickets list")
+        return 0
+    return run_app(url, config=args.config)
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    return _open_app(_db_url(args, settings), args)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from desk.sync import run_forever, run_once
+
+    settings, store = _open(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not args.once:
+        try:
+            asyncio.run(run_forever(store, settings, only=args.connector))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    report = asyncio.run(run_once(store, settings, only=args.connector))
+    for name, result in report.fetched.items():
+        _out(f"{name}: {result.stored} new, {result.duplicates} already stored")
+    for name, error in report.errors.items():
+        _out(f"{name}: FAILED: {printable(error, single_line=True)}", sys.stderr)
+    delivery = report.delivery
+    _out(f"outbox: {delivery.sent} sent, {delivery.retrying} to retry, {delivery.failed} failed")
+    return 0 if report.ok else 1
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from desk.importer import ImportError_, import_mailbox
+    from desk.sync import ingest_options
+
+    settings, store = _open(args)
+    own = [parseaddr(c.from_address)[1] for c in settings.connectors if c.type == "email"]
+    show = sys.stderr.isatty() and not args.quiet
+
+    def progress(done: int, total: int | None) -> None:
+        if show:
+            of = f"/{total}" if total else ""
+            print(f"\rimported {done}{of}", end="", file=sys.stderr, flush=True)
+
+    try:
+        result = import_mailbox(
+            store, args.kind, Path(args.path), connector=args.connector,
+            own_addresses=own, options=ingest_options(settings), progress=progress,
+        )
+    except ImportError_ as exc:
+        raise CommandError(str(exc)) from exc
+    if show:
+        print(file=sys.stderr)
+    _out(f"{result.stored} messages stored, {result.duplicates} already there; "
+         f"{result.customers_created} new customers, {result.tickets_opened} new tickets")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from desk.export import export
+
+    _settings_, store = _open(args)
+    with store.session() as session:
+        if args.output and args.output != "-":
+            with open(args.output, "w", encoding="utf-8") as handle:
+                counts = export(session, handle)
+            _out(", ".join(f"{n} {kind}s" for kind, n in counts.items()), sys.stderr)
+        else:
+            export(session, sys.stdout)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from desk.search import SearchError, search
+    from desk.timeutil import iso
+
+    _settings_, store = _open(args)
+    with store.session() as session:
+        try:
+            hits = search(session, " ".join(args.query), limit=args.limit)
+        except SearchError as exc:
+            raise CommandError(str(exc)) from exc
+    if args.json:
+        for hit in hits:
+            _json({"message_id": hit.message_id, "ticket_id": hit.ticket_id,
+                   "customer_id": hit.customer_id, "customer": hit.customer_name,
+                   "channel": hit.channel, "direction": hit.direction, "subject": hit.subject,
+                   "sent_at": iso(hit.sent_at), "snippet": hit.snippet})
+        return 0
+    for hit in hits:
+        _out(f"#{hit.ticket_id or '-':<7} {hit.channel:<8} "
+             f"{printable(hit.customer_name, single_line=True)[:24]:<24} "
+             f"{printable(hit.snippet, single_line=True)[:90]}")
+    if not hits:
+        _out("no matches", sys.stderr)
+    return 0
+
+
+def cmd_customers(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from desk import identity
+    from desk.export import customer_record
+    from desk.models import Customer
+    from desk.store import customer_identities
+    from desk.tickets import tickets_of_customer
+
+    settings, store = _open(args)
+    agent = settings.desk.agent
+    if args.action == "list":
+        with store.session() as session:
+            customers = session.execute(
+                select(Customer).where(Customer.merged_into.is_(None))
+                .order_by(Customer.updated_at.desc(), Customer.id.desc()).limit(args.limit)
+            ).scalars().all()
+            ids = customer_identities(session, [c.id for c in customers])
+        for customer in customers:
+            if args.json:
+                _json(customer_record(customer, ids[customer.id]))
+                continue
+            where = ", ".join(f"{i.kind}:{i.value}" for i in ids[customer.id])
+            _out(f"{customer.id:>7}  {printable(customer.name, single_line=True)[:30]:<30}  "
+                 f"{printable(where, single_line=True)}")
+        return 0
+    if args.action == "show":
+        with store.session() as session:
+            customer = session.get(Customer, args.id)
+            if customer is None:
+                raise CommandError(f"no customer {args.id}")
+            ids = customer_identities(session, [args.id])[args.id]
+            tickets = tickets_of_customer(session, args.id)
+            hints = identity.suggestions(session, args.id, region=settings.desk.default_region)
+        if args.json:
+            _json(customer_record(customer, ids))
+            return 0
+        _out(f"customer {customer.id}: {printable(customer.name, single_line=True)}")
+        if customer.merged_into:
+            _out(f"  merged into customer {customer.merged_into}")
+        for ident in ids:
+            extra = f" ({printable(ident.display, single_line=True)})" if ident.display else ""
+            _out(f"  {ident.kind:<9} {printable(ident.value, single_line=True)}{extra}")
+        for ticket in tickets:
+            _out(f"  ticket #{ticket.id} {ticket.status:<9} "
+                 f"{printable(ticket.subject or ticket.snippet, single_line=True)[:70]}")
+        for hint in hints:
+            _out(f"  maybe the same as customer {hint.other_id}: "
+                 f"{printable(hint.evidence, single_line=True)}")
+        return 0
+    try:
+        if args.action == "merge":
+            event = store.write(lambda s: identity.merge(s, args.target, args.source, actor=agent,
+                                                          reason="merged by hand"))
+            _out(f"customer {args.source} merged into {args.target} (event {event.id}); "
+                 f"undo with: desk customers unmerge {args.source}")
+        elif args.action == "unmerge":
+            store.write(lambda s: identity.unmerge(s, args.id, actor=agent))
+            _out(f"customer {args.id} restored")
+        elif args.action == "link":
+            store.write(lambda s: identity.link_identity(
+                s, args.id, args.kind, args.value, actor=agent,
+                region=settings.desk.default_region))
+            _out(f"{args.kind} {args.value} linked to customer {args.id}")
+    except (identity.MergeError, identity.IdentityError) as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
+
+
+def cmd_tickets(args: argparse.Namespace) -> int:
+    from desk import tickets as ticket_actions
+    from desk.export import message_record, ticket_record
+    from desk.models import Customer, Ticket
+    from desk.store import ticket_messages, ticket_page
+
+    settings, store = _open(args)
+    agent = settings.desk.agent
+    if args.action == "list":
+        with store.session() as session:
+            try:
+                page = ticket_page(session, queue=args.queue, agent=agent, channel=args.channel,
+                                   tag=args.tag, limit=args.limit)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
+            names = {c.id: c.name for c in session.query(Customer).filter(
+                Customer.id.in_({t.customer_id for t in page}))}
+        for ticket in page:
+            if args.json:
+                _json(ticket_record(ticket))
+                continue
+            unread = "*" if ticket.unread_count else " "
+            title = printable(ticket.subject or ticket.snippet, single_line=True)
+            _out(f"{unread}#{ticket.id:<7} {ticket.status:<9} {_ago(ticket.last_message_at):>4} "
+                 f"{ticket.channels:<20} {printable(names.get(ticket.customer_id), single_line=True)[:22]:<22} "
+                 f"{title[:60]}")
+        return 0
+    if args.action == "show":
+        with store.session() as session:
+            ticket = session.get(Ticket, args.id)
+            if ticket is None:
+                raise CommandError(f"no ticket #{args.id}")
+            messages = ticket_messages(session, args.id, limit=args.limit)
+            customer = session.get(Customer, ticket.customer_id)
+        if args.json:
+            _json(ticket_record(ticket))
+            for message in messages:
+                _json(message_record(message, []))
+            return 0
+        _out(f"ticket #{ticket.id} [{ticket.status}] {printable(ticket.subject, single_line=True)}")
+        _out(f"customer {ticket.customer_id}: "
+             f"{printable(customer.name if customer else '', single_line=True)}  "
+             f"assignee: {ticket.assignee or '-'}  priority: {ticket.priority}  "
+             f"tags: {ticket.tags or '-'}")
+        for message in messages:
+            who = message.author if message.direction != "in" else (
+                message.sender_name or message.sender)
+            state = "" if message.direction == "in" else f" [{message.status}]"
+            _out()
+            _out(f"--- {message.sent_at:%Y-%m-%d %H:%M} {message.channel} {message.direction} "
+                 f"{printable(who, single_line=True)}{state}")
+            if message.error:
+                _out(f"    error: {printable(message.error, single_line=True)}")
+            _out(printable(message.text))
+        return 0
+    try:
+        def act(session: Any) -> Any:
+            if args.action == "status":
+                until = ticket_actions.snooze_until(args.until) if args.until else None
+                return ticket_actions.set_status(session, args.id, args.status, actor=agent,
+                                                 snooze_until=until)
+            if args.action == "assign":
+                target = None if args.agent in ("-", "none") else args.agent
+                return ticket_actions.assign(session, args.id, target, actor=agent)
+            if args.action == "tag":
+                return ticket_actions.add_tags(session, args.id, args.tags, actor=agent)
+            return ticket_actions.set_priority(session, args.id, args.priority, actor=agent)
+
+        ticket = store.write(act)
+    except ticket_actions.TicketError as exc:
+        raise CommandError(str(exc)) from exc
+    _out(f"ticket #{ticket.id}: {ticket.status}, assignee {ticket.assignee or '-'}, "
+         f"priority {ticket.priority}, tags {ticket.tags or '-'}")
+    return 0
+
+
+def cmd_reply(args: argparse.Namespace) -> int:
+    from desk import outbox
+    from desk.tickets import TicketError
+
+    settings, store = _open(args)
+    agent = settings.desk.agent
+    try:
+        if args.retry is not None:
+            message = store.write(lambda s: outbox.retry(s, args.retry, actor=agent))
+            _out(f"message {message.id} queued again")
+            return 0
+        if args.ticket is None:
+            raise CommandError("give a TICKET id (or --retry MESSAGE)")
+        if args.note is not None:
+            note = store.write(lambda s: outbox.add_note(s, args.ticket, args.note, agent=agent))
+            _out(f"note {note.id} added to ticket #{args.ticket}")
+            return 0
+        if args.text is None:
+            raise CommandError("give the reply with --text (or a private note with --note)")
+        message = store.write(lambda s: outbox.queue_reply(
+            s, args.ticket, args.text, agent=agent, channel=args.channel, to=args.to,
+            connectors_by_channel=_connectors_by_channel(settings)))
+    except (outbox.OutboxError, TicketError) as exc:
+        raise CommandError(str(exc)) from exc
+    _out(f"reply {message.id} queued on {message.channel} to {message.recipient} "
+         f"via {message.connector}; `desk sync` delivers it")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from desk.models import SyncState
+    from desk.store import summary
+    from desk.timeutil import iso
+
+    settings, store = _open(args)
+    with store.session() as session:
+        counts = summary(session)
+        states = {s.connector: s for s in session.execute(select(SyncState)).scalars()}
+    connectors = []
+    for config in settings.connectors:
+        state = states.get(config.name)
+        connectors.append({
+            "name": config.name, "type": config.type, "enabled": config.enabled,
+            "last_success": iso(state.last_success_at) if state else None,
+            "last_error": state.last_error if state else None,
+            "last_error_at": iso(state.last_error_at) if state else None,
+            "cursor": json.loads(state.cursor) if state else None,
+        })
+    if args.json:
+        _json({"store": store.url, "counts": counts, "connectors": connectors})
+        return 0
+    _out(f"store: {store.url}")
+    _out("  " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    for c in connectors:
+        line = f"  {c['name']} ({c['type']}{'' if c['enabled'] else ', disabled'}): "
+        line += f"last success {c['last_success'] or 'never'}"
+        if c["last_error"]:
+            line += f"; last error {c['last_error_at']}: {printable(c['last_error'], single_line=True)}"
+        _out(line)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="desk", description="A unified support desk inbox: email, SMS and chat in one place."
+    )
+    parser.add_argument("--config", metavar="FILE",
+                        help="config file (default: $DESK_CONFIG, ./config.toml, platform dir)")
+    parser.add_argument("--db", metavar="PATH|URL",
+                        help="the store: a SQLite file or a database URL (default: [store] url)")
+    parser.set_defaults(func=cmd_app)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=text, description=text)
+        command.set_defaults(func=func)
+        return command
+
+    demo = add("demo", cmd_demo, "build a demo store with realistic customers and open the app")
+    demo.add_argument("--no-tui", action="store_true", help="only build the store and say where")
+    demo.add_argument("--agent", help="the agent you play in the demo (default: alice)")
+
+    check = add("check", cmd_check, "validate a config file; list every error")
+    check.add_argument("file", nargs="?", help="the config file (default: as --config)")
+
+    sync = add("sync", cmd_sync, "run the connectors and deliver replies")
+    sync.add_argument("--once", action="store_true", help="one pass, then exit (non-zero on error)")
+    sync.add_argument("--connector", metavar="NAME", help="run only this connector")
+
+    imp = add("import", cmd_import, "import a Maildir or mbox")
+    imp.add_argument("kind", choices=["maildir", "mbox"])
+    imp.add_argument("path")
+    imp.add_argument("--connector", default="import",
+                     help="connector name to file the messages under (default: import); use your "
+                          "email connector's name so a later IMAP sync does not store them again")
+    imp.add_argument("--quiet", action="store_true", help="no progress display")
+
+    exp = add("export", cmd_export, "write the store as JSON Lines (see README)")
+    exp.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    search = add("search", cmd_search, "full-text search, newest first")
+    search.add_argument("query", nargs="+")
+    search.add_argument("--json", action="store_true")
+    search.add_argument("--limit", type=int, default=50)
+
+    customers = add("customers", cmd_customers, "list, show, merge and unmerge customers")
+    csub = customers.add_subparsers(dest="action", required=True, metavar="ACTION")
+    clist = csub.add_parser("list", help="most recently active customers")
+    clist.add_argument("--limit", type=int, default=50)
+    clist.add_argument("--json", action="store_true")
+    cshow = csub.add_parser("show", help="a customer's identities, tickets and merge suggestions")
+    cshow.add_argument("id", type=int)
+    cshow.add_argument("--json", action="store_true")
+    cmerge = csub.add_parser("merge", help="merge SOURCE into TARGET (undo with unmerge)")
+    cmerge.add_argument("target", type=int)
+    cmerge.add_argument("source", type=int)
+    cunmerge = csub.add_parser("unmerge", help="restore a merged customer exactly as before")
+    cunmerge.add_argument("id", type=int)
+    clink = csub.add_parser("link", help="attach an identity to a customer by hand")
+    clink.add_argument("id", type=int)
+    clink.add_argument("kind", choices=["email", "phone", "telegram"])
+    clink.add_argument("value")
+
+    tickets = add("tickets", cmd_tickets, "list, show and update tickets")
+    tsub = tickets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tlist = tsub.add_parser("list", help="newest tickets of a queue")
+    tlist.add_argument("--queue", default="open",
+                       help="mine, unassigned, open, pending, snoozed, resolved or all")
+    tlist.add_argument("--channel", choices=["email", "sms", "telegram"])
+    tlist.add_argument("--tag")
+    tlist.add_argument("--limit", type=int, default=50)
+    tlist.add_argument("--json", action="store_true")
+    tshow = tsub.add_parser("show", help="a ticket and its newest messages")
+    tshow.add_argument("id", type=int)
+    tshow.add_argument("--limit", type=int, default=50)
+    tshow.add_argument("--json", action="store_true")
+    tstatus = tsub.add_parser("status", help="set open, pending, snoozed or resolved")
+    tstatus.add_argument("id", type=int)
+    tstatus.add_argument("status", choices=["open", "pending", "snoozed", "resolved"])
+    tstatus.add_argument("--until", help="with snoozed: 30m, 4h, 2d, 1w")
+    tassign = tsub.add_parser("assign", help="give to an agent ('-' to unassign)")
+    tassign.add_argument("id", type=int)
+    tassign.add_argument("agent")
+    ttag = tsub.add_parser("tag", help="add tags")
+    ttag.add_argument("id", type=int)
+    ttag.add_argument("tags", nargs="+")
+    tprio = tsub.add_parser("priority", help="set low, normal, high or urgent")
+    tprio.add_argument("id", type=int)
+    tprio.add_argument("priority", choices=["low", "normal", "high", "urgent"])
+
+    reply = add("reply", cmd_reply, "queue a reply or add a private note")
+    reply.add_argument("ticket", type=int, nargs="?")
+    body = reply.add_mutually_exclusive_group()
+    body.add_argument("--text", help="the reply to send")
+    body.add_argument("--note", help="a private note instead of a reply")
+    reply.add_argument("--channel", choices=["email", "sms", "telegram"],
+                       help="default: the channel the customer last wrote on")
+    reply.add_argument("--to", help="which address or number, when the customer has several")
+    reply.add_argument("--retry", type=int, metavar="MESSAGE", help="requeue a failed reply")
+
+    status = add("status", cmd_status, "what the store holds and how each connector is doing")
+    status.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from desk.config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CommandError as exc:
+        print(f"desk: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`desk export | head`); that is not an error of ours.
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

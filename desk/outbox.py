@@ -1,0 +1,360 @@
+"""Replies and notes: durable the moment the agent sends them, delivered through connectors.
+
+A reply is a Message row (direction "out", status "queued") committed before any provider is
+called. Delivery marks it "sending", calls the connector, then records "sent" with the
+provider's id, or retries transient errors with backoff, or records "failed" with the
+provider's reason. Replies of one ticket go out in order.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from connectors.base import (
+    CHANNEL_IDENTITY_KIND,
+    Connector,
+    OutboundMessage,
+    PermanentError,
+    Receipt,
+    TransientError,
+)
+from desk.ingest import snippet
+from desk.models import Event, Identity, Message, Ticket
+from desk.store import Store
+from desk.tickets import TicketError, reply_subject, set_status
+from desk.timeutil import to_store, utcnow
+
+MAX_ATTEMPTS = 8
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_CAP = timedelta(hours=1)
+SMS_SEGMENT_GSM = 160
+TELEGRAM_LIMIT = 4096
+
+
+class OutboxError(ValueError):
+    """A reply that cannot be queued as asked (no such channel for this customer, …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a reply on a channel goes: the identity and the connector to use."""
+
+    channel: str
+    to: str
+    connector: str | None
+
+
+def reply_routes(
+    session: Session, ticket: Ticket, connectors_by_channel: Mapping[str, str] | None = None
+) -> list[Route]:
+    """Every channel/address a reply to this ticket's customer can go to, the channel they
+    last wrote on first."""
+    identities = session.execute(
+        select(Identity).where(Identity.customer_id == ticket.customer_id).order_by(Identity.id)
+    ).scalars().all()
+    last_connector: dict[str, str] = {}
+    for channel, connector in session.execute(
+        select(Message.channel, Message.connector)
+        .where(Message.customer_id == ticket.customer_id, Message.direction == "in")
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .limit(50)
+    ):
+        if connector:
+            last_connector.setdefault(channel, connector)
+    preferred = list(last_connector)  # channels in order of the customer's latest use
+    if ticket.last_channel and ticket.last_channel not in preferred:
+        preferred.insert(0, ticket.last_channel)
+    routes = []
+    for channel, kind in CHANNEL_IDENTITY_KIND.items():
+        for identity in identities:
+            if identity.kind == kind and identity.value:
+                connector = last_connector.get(channel) or (connectors_by_channel or {}).get(channel)
+                routes.append(Route(channel, identity.value, connector))
+    order = {channel: index for index, channel in enumerate(preferred)}
+    return sorted(routes, key=lambda r: order.get(r.channel, len(order)))
+
+
+def queue_reply(
+    session: Session,
+    ticket_id: int,
+    text: str,
+    *,
+    agent: str,
+    channel: str | None = None,
+    to: str | None = None,
+    connectors_by_channel: Mapping[str, str] | None = None,
+    then_status: str | None = None,
+) -> Message:
+    """Queue a reply on `channel` (default: the one the customer last wrote on)."""
+    if not text.strip():
+        raise OutboxError("the reply is empty")
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise TicketError(f"no ticket #{ticket_id}")
+    routes = reply_routes(session, ticket, connectors_by_channel)
+    if not routes:
+        raise OutboxError(f"customer {ticket.customer_id} has no address to reply to")
+    candidates = [r for r in routes if (channel is None or r.channel == channel)
+                  and (to is None or r.to == to)]
+    if not candidates:
+        offered = ", ".join(sorted({f"{r.channel} ({r.to})" for r in routes}))
+        raise OutboxError(
+            f"ticket #{ticket_id}: the customer has no {channel or ''} address {to or ''}; "
+            f"they can be reached by {offered}".replace("  ", " ")
+        )
+    route = candidates[0]
+    if route.connector is None:
+        raise OutboxError(f"no {route.channel} connector is configured to send this reply")
+    now = utcnow()
+    subject = in_reply_to = references = None
+    if route.channel == "email":
+        subject = reply_subject(ticket.subject, ticket.id)  # type: ignore[arg-type]
+        last_email = session.execute(
+            select(Message.provider_id, Message.references)
+            .where(Message.ticket_id == ticket_id, Message.channel == "email",
+                   Message.provider_id.is_not(None))
+            .order_by(Message.sent_at.desc(), Message.id.desc())
+            .limit(1)
+        ).first()
+        if last_email is not None:
+            in_reply_to = last_email.provider_id
+            references = " ".join(filter(None, [last_email.references, in_reply_to]))
+    message = Message(
+        ticket_id=ticket_id,
+        customer_id=ticket.customer_id,
+        channel=route.channel,
+        direction="out",
+        connector=route.connector,
+        recipient=route.to,
+        subject=subject,
+        text=text,
+        sent_at=now,
+        received_at=now,
+        status="queued",
+        next_attempt_at=now,
+        in_reply_to=in_reply_to,
+        references=references,
+        author=agent,
+    )
+    session.add(message)
+    ticket.message_count += 1
+    ticket.last_message_at = now
+    ticket.last_outbound_at = now
+    ticket.first_response_at = ticket.first_response_at or now
+    ticket.waiting_since = None
+    ticket.snippet = snippet(text)
+    ticket.last_channel = route.channel
+    ticket.updated_at = now
+    if route.channel not in ticket.channels.split(","):
+        ticket.channels = ",".join(filter(None, [*ticket.channels.split(","), route.channel]))
+    if then_status and then_status != ticket.status:
+        set_status(session, ticket_id, then_status, actor=agent)
+    session.flush()
+    return message
+
+
+def add_note(session: Session, ticket_id: int, text: str, *, agent: str) -> Message:
+    """A private note on the ticket: seen by agents, never sent."""
+    if not text.strip():
+        raise OutboxError("the note is empty")
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise TicketError(f"no ticket #{ticket_id}")
+    now = utcnow()
+    note = Message(
+        ticket_id=ticket_id,
+        customer_id=ticket.customer_id,
+        channel="note",
+        direction="note",
+        text=text,
+        sent_at=now,
+        received_at=now,
+        status="note",
+        author=agent,
+    )
+    session.add(note)
+    ticket.message_count += 1
+    ticket.updated_at = now
+    session.flush()
+    return note
+
+
+def retry(session: Session, message_id: int, *, actor: str) -> Message:
+    """Requeue a failed (or unknown) reply for another delivery attempt."""
+    message = session.get(Message, message_id)
+    if message is None or message.direction != "out":
+        raise OutboxError(f"no outbound message {message_id}")
+    if message.status not in ("failed", "unknown"):
+        raise OutboxError(f"message {message_id} is {message.status}, not failed: nothing to retry")
+    before, error = message.status, message.error
+    message.status = "queued"
+    message.next_attempt_at = utcnow()
+    message.attempts = 0
+    session.add(
+        Event(
+            created_at=utcnow(),
+            kind="retry",
+            actor=actor,
+            ticket_id=message.ticket_id,
+            customer_id=message.customer_id,
+            data=json.dumps({"message_id": message_id, "before": before, "error": error}),
+        )
+    )
+    session.flush()
+    return message
+
+
+def sms_segments(text: str) -> tuple[int, int]:
+    """(characters, segments) of an SMS: GSM-7 fits 160 (153 when split), UCS-2 70 (67)."""
+    gsm = all(ord(ch) < 128 for ch in text)
+    single, multi = (160, 153) if gsm else (70, 67)
+    length = len(text)
+    if length <= single:
+        return length, 1 if length else 0
+    return length, -(-length // multi)
+
+
+# --------------------------------------------------------------------------------------------
+# Delivery
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
+    """Exponential backoff with jitter, capped; a provider's Retry-After wins when longer."""
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** max(attempts - 1, 0)))
+    delay = delay * random.uniform(0.8, 1.2)
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=retry_after))
+    return delay
+
+
+def due_messages(session: Session, now: datetime, limit: int = 100) -> list[Message]:
+    """Queued replies due now, oldest first, skipping any ticket with an earlier reply waiting
+    (replies of one ticket go out in order)."""
+    waiting = session.execute(
+        select(Message)
+        .where(Message.status.in_(("queued", "sending")))
+        .order_by(Message.id)
+        .limit(limit * 4)
+    ).scalars().all()
+    due, blocked = [], set()
+    for message in waiting:
+        if message.ticket_id in blocked:
+            continue
+        ready = message.status == "queued" and (
+            message.next_attempt_at is None or to_store(message.next_attempt_at) <= now
+        )
+        if ready:
+            due.append(message)
+        blocked.add(message.ticket_id)
+        if len(due) >= limit:
+            break
+    return due
+
+
+def outbound_of(message: Message) -> OutboundMessage:
+    return OutboundMessage(
+        message_id=message.id,  # type: ignore[arg-type]
+        to=message.recipient or "",
+        text=message.text,
+        subject=message.subject,
+        in_reply_to=message.in_reply_to,
+        references=(message.references or "").split(),
+        ticket_id=message.ticket_id,
+    )
+
+
+def record_sending(session: Session, message_id: int) -> None:
+    message = session.get(Message, message_id)
+    if message is not None:
+        message.status = "sending"
+        message.attempts += 1
+        session.flush()
+
+
+def record_sent(session: Session, message_id: int, receipt: Receipt) -> None:
+    message = session.get(Message, message_id)
+    if message is None:
+        return
+    message.status = receipt.status if receipt.status in ("sent", "delivered") else "sent"
+    message.provider_id = receipt.provider_id
+    message.error = None
+    message.next_attempt_at = None
+    if receipt.sent_at is not None:
+        message.sent_at = to_store(receipt.sent_at)  # type: ignore[assignment]
+    session.flush()
+
+
+def record_failure(
+    session: Session, message_id: int, reason: str, *, permanent: bool,
+    retry_after: float | None = None,
+) -> None:
+    """A failed attempt: retried later when transient and attempts remain, else failed."""
+    message = session.get(Message, message_id)
+    if message is None:
+        return
+    message.error = reason
+    if permanent or message.attempts >= MAX_ATTEMPTS:
+        message.status = "failed"
+        message.next_attempt_at = None
+        session.add(
+            Event(
+                created_at=utcnow(),
+                kind="delivery_failed",
+                actor="system",
+                ticket_id=message.ticket_id,
+                customer_id=message.customer_id,
+                data=json.dumps({"message_id": message_id, "error": reason}),
+            )
+        )
+    else:
+        message.status = "queued"
+        message.next_attempt_at = utcnow() + backoff(message.attempts, retry_after)
+    session.flush()
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+async def deliver_due(store: Store, connectors: Mapping[str, Connector]) -> DeliveryReport:
+    """Send every reply that is due through its connector; returns what happened."""
+    report = DeliveryReport()
+    with store.session() as session:
+        due = [(m.id, m.connector, outbound_of(m)) for m in due_messages(session, utcnow())]
+    for message_id, connector_name, outbound in due:
+        connector = connectors.get(connector_name or "")
+        if connector is None:
+            continue  # not running in this process (disabled, or another daemon's)
+        store.write(lambda s, mid=message_id: record_sending(s, mid))
+        try:
+            receipt = await connector.send(outbound)
+        except PermanentError as exc:
+            store.write(lambda s, mid=message_id, e=exc: record_failure(
+                s, mid, _reason(e), permanent=True))
+            report.failed += 1
+        except TransientError as exc:
+            store.write(lambda s, mid=message_id, e=exc: record_failure(
+                s, mid, _reason(e), permanent=False, retry_after=e.retry_after))
+            report.retrying += 1
+        except Exception as exc:  # a connector bug must not stop the outbox
+            store.write(lambda s, mid=message_id, e=exc: record_failure(
+                s, mid, f"{type(e).__name__}: {e}", permanent=False))
+            report.retrying += 1
+        else:
+            store.write(lambda s, mid=message_id, r=receipt: record_sent(s, mid, r))
+            report.sent += 1
+    return report
+
+
+def _reason(error: TransientError | PermanentError) -> str:
+    return f"{error.code}: {error.reason}" if error.code else error.reason
