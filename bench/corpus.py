@@ -74,7 +74,8 @@ def generate(
             payload = (f"--b2\nContent-Type: text/plain; charset=utf-8\n\n{paragraphs}\n"
                        "--b2\nContent-Type: application/pdf; name=invoice.pdf\n"
                        "Content-Disposition: attachment; filename=invoice.pdf\n"
-                       "Content-Transfer-Encoding: base64\n\nJVBERi0xLjQKJcOkw7zDtsOfCg==\n--b2--\n")
+                       "Content-Transfer-Encoding: base64\n\n"
+                       "JVBERi0xLjQKJcOkw7zDtsOfCg==\n--b2--\n")
         else:
             headers += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8",
                         "Content-Transfer-Encoding: 8bit"]

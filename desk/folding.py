@@ -8,7 +8,9 @@ uses when it renders a message line by line.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import islice
 from typing import Literal
 
 __all__ = ["Fold", "FoldKind", "fold_regions", "split_lines"]
@@ -142,6 +144,8 @@ def _attribution_start(lines: list[str], quote_start: int, floor: int) -> int:
     if k < floor or not _ATTRIBUTION_VERB.search(lines[k]):
         return quote_start
     start = k
+    if _ATTRIBUTION_START.match(lines[k]):
+        return start  # complete on one line; "On my side…" above it is the customer's text
     # A wrapped attribution: "On Tue, 3 Mar 2026 at 10:00, Jane Doe <" / "jane@x> wrote:".
     for above in range(k - 1, max(floor, k - _ATTRIBUTION_MAX_LINES) - 1, -1):
         line = lines[above]
@@ -193,33 +197,46 @@ def _is_forward(lines: list[str], from_index: int) -> bool:
 
 
 def _signature_fold(lines: list[str], limit: int, quotes: list[Fold]) -> Fold | None:
+    # Hostile text (thousands of "--" lines) must not make this quadratic: the app calls it
+    # while rendering, so every lookup below is a bisect or a bounded scan.
     quote_starts = [fold.start_line for fold in quotes]
+    quote_ends = [fold.end_line for fold in quotes]
+    content_end = _content_ends(lines, limit)
 
     def inside_quote(index: int) -> bool:
-        return any(fold.start_line <= index < fold.end_line for fold in quotes)
+        k = bisect_right(quote_starts, index) - 1
+        return k >= 0 and index < quote_ends[k]
 
     for i in range(limit):
         marker = lines[i]
         if marker not in ("-- ", "--") or inside_quote(i):
             continue
         # The signature ends where quoted history starts (a top-posted reply with a signature).
-        end = min([start for start in quote_starts if start > i] + [limit])
-        end = _trim_end(lines, i, end)
+        k = bisect_right(quote_starts, i)
+        end = max(i, content_end[quote_starts[k] if k < len(quote_starts) else limit])
         if marker == "--":
-            content = sum(1 for line in lines[i + 1 : end] if line.strip())
+            tail = (j for j in range(i + 1, end) if lines[j].strip())
+            content = sum(1 for _ in islice(tail, _BARE_DASHES_MAX_LINES + 1))
             if content == 0 or content > _BARE_DASHES_MAX_LINES:
                 continue
         if end - i >= 2:
             return Fold(i, end, "signature", _signature_summary(end - i))
 
     # No delimiter: a trailing "Sent from my iPhone" line above any quoted history.
-    end = min([*quote_starts, limit])
-    last = _trim_end(lines, 0, end) - 1
+    last = content_end[min([*quote_starts, limit])] - 1
     if last >= 0 and not inside_quote(last):
         line = lines[last]
         if len(line.strip()) <= _MOBILE_SIGNATURE_MAX_CHARS and _MOBILE_SIGNATURE.match(line):
             return Fold(last, last + 1, "signature", "signature")
     return None
+
+
+def _content_ends(lines: list[str], limit: int) -> list[int]:
+    """`ends[k]`: the exclusive end of lines[:k] once trailing blank lines are dropped."""
+    ends = [0] * (limit + 1)
+    for k in range(1, limit + 1):
+        ends[k] = k if lines[k - 1].strip() else ends[k - 1]
+    return ends
 
 
 def _trim_end(lines: list[str], start: int, end: int) -> int:

@@ -1,0 +1,132 @@
+"""Ingest and query figures.
+
+    python bench/ingest.py [--messages 100000] [--big bench-1m.db] [--build-big]
+
+Prints, each with its unit:
+- `desk import maildir` end to end (a subprocess, wall clock) on a generated Maildir: msg/s;
+- ingest of already-parsed InboundMessages into a fresh store: msg/s;
+- on the imported store and on the 1,000,000-message store (bench/make_store.py): newest 50 open
+  tickets, the newest page and all of a 1,000-message ticket, full-text search (newest 50) for a
+  common and a rare word: median ms;
+- peak RSS of the import and of this process: MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import select  # noqa: E402
+
+from bench.corpus import generate, write_maildir  # noqa: E402
+from bench.make_store import _message, build  # noqa: E402
+from desk.ingest import IngestOptions, ingest  # noqa: E402
+from desk.models import Ticket  # noqa: E402
+from desk.search import search  # noqa: E402
+from desk.store import Store, ticket_messages, ticket_page  # noqa: E402
+
+
+def figure(label: str, value: float, unit: str) -> None:
+    print(f"{label:<58} {value:>12,.2f} {unit}")
+
+
+def median_ms(work: Callable[[], object], repeat: int = 30) -> float:
+    work()  # warm the page cache and the statement cache once
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        work()
+        times.append((time.perf_counter() - began) * 1000)
+    return statistics.median(times)
+
+
+def bench_import(messages: int, workdir: Path) -> Path:
+    maildir = write_maildir(workdir / "Maildir", generate(messages, customers=max(100, messages // 10)))
+    db = workdir / "import.db"
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "desk.cli", "--db", str(db), "import", "maildir", str(maildir),
+         "--quiet"],
+        check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+    )
+    elapsed = time.perf_counter() - began
+    figure(f"desk import maildir, {messages:,} messages, end to end", messages / elapsed, "msg/s")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    figure("  peak RSS of the import (largest process)", peak, "MB")
+    return db
+
+
+def bench_parsed(messages: int, workdir: Path) -> None:
+    rng = random.Random(3)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    parsed = [
+        _message(n, 1 + rng.randrange(max(100, messages // 10)), start + timedelta(seconds=n), rng)
+        for n in range(messages)
+    ]
+    store = Store(f"sqlite:///{workdir / 'parsed.db'}")
+    options = IngestOptions(region="FR")
+    began = time.perf_counter()
+    for offset in range(0, messages, 1000):
+        ingest(store, parsed[offset : offset + 1000], options=options)
+    elapsed = time.perf_counter() - began
+    figure(f"ingest of {messages:,} parsed InboundMessages", messages / elapsed, "msg/s")
+    store.close()
+
+
+def bench_queries(db: Path, label: str, rare: str) -> None:
+    store = Store(f"sqlite:///{db}")
+    with store.session() as session:
+        figure(f"[{label}] newest 50 open tickets", median_ms(
+            lambda: ticket_page(session, queue="open", limit=50)), "ms")
+        longest = session.execute(
+            select(Ticket.id, Ticket.message_count).order_by(Ticket.message_count.desc()).limit(1)
+        ).first()
+        if longest is not None:
+            ticket_id, count = longest
+            figure(f"[{label}] open a {count:,}-message ticket (newest 50)", median_ms(
+                lambda: ticket_messages(session, ticket_id, limit=50)), "ms")
+            figure(f"[{label}] load all {count:,} messages of that ticket", median_ms(
+                lambda: ticket_messages(session, ticket_id, limit=count), repeat=10), "ms")
+        for word in ("order", rare):
+            hits = len(search(session, word))
+            figure(f"[{label}] search {word!r}, newest 50 ({hits} shown)", median_ms(
+                lambda w=word: search(session, w)), "ms")
+    store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--big", type=Path, default=ROOT / "bench-1m.db",
+                        help="the 1,000,000-message store from bench/make_store.py")
+    parser.add_argument("--build-big", action="store_true", help="build --big first if missing")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="desk-bench-") as tmp:
+        workdir = Path(tmp)
+        db = bench_import(args.messages, workdir)
+        bench_parsed(args.messages, workdir)
+        bench_queries(db, f"{args.messages // 1000}k import", "quasar")
+    if not args.big.exists() and args.build_big:
+        build(args.big, 1_000_000, 100_000)
+    if args.big.exists():
+        bench_queries(args.big, "1M store", "quasar")
+    else:
+        print(f"(no {args.big}: run bench/make_store.py or pass --build-big for the 1M figures)")
+    figure("peak RSS of this process", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "MB")
+
+
+if __name__ == "__main__":
+    main()
