@@ -53,7 +53,8 @@ def median_ms(work: Callable[[], object], repeat: int = 30) -> float:
 
 
 def bench_import(messages: int, workdir: Path) -> Path:
-    maildir = write_maildir(workdir / "Maildir", generate(messages, customers=max(100, messages // 10)))
+    corpus = generate(messages, customers=max(100, messages // 10))
+    maildir = write_maildir(workdir / "Maildir", corpus)
     db = workdir / "import.db"
     began = time.perf_counter()
     subprocess.run(

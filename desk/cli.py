@@ -5,11 +5,12 @@ app and the daemon use. Heavy modules are imported inside the command that needs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from email.utils import parseaddr
 from collections.abc import Callable, Sequence
+from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -155,10 +156,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings, store = _open(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if not args.once:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run_forever(store, settings, only=args.connector))
-        except KeyboardInterrupt:
-            pass
         return 0
     report = asyncio.run(run_once(store, settings, only=args.connector))
     for name, result in report.fetched.items():
@@ -200,7 +199,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from desk.export import export
 
-    _settings_, store = _open(args)
+    _, store = _open(args)
     with store.session() as session:
         if args.output and args.output != "-":
             with open(args.output, "w", encoding="utf-8") as handle:
@@ -215,7 +214,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from desk.search import SearchError, search
     from desk.timeutil import iso
 
-    _settings_, store = _open(args)
+    _, store = _open(args)
     with store.session() as session:
         try:
             hits = search(session, " ".join(args.query), limit=args.limit)
@@ -307,6 +306,8 @@ def cmd_customers(args: argparse.Namespace) -> int:
 
 
 def cmd_tickets(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
     from desk import tickets as ticket_actions
     from desk.export import message_record, ticket_record
     from desk.models import Customer, Ticket
@@ -321,17 +322,18 @@ def cmd_tickets(args: argparse.Namespace) -> int:
                                    tag=args.tag, limit=args.limit)
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
-            names = {c.id: c.name for c in session.query(Customer).filter(
-                Customer.id.in_({t.customer_id for t in page}))}
+            names = dict(session.execute(
+                select(Customer.id, Customer.name).where(
+                    Customer.id.in_({t.customer_id for t in page}))).all())
         for ticket in page:
             if args.json:
                 _json(ticket_record(ticket))
                 continue
             unread = "*" if ticket.unread_count else " "
             title = printable(ticket.subject or ticket.snippet, single_line=True)
+            name = printable(names.get(ticket.customer_id), single_line=True)[:22]
             _out(f"{unread}#{ticket.id:<7} {ticket.status:<9} {_ago(ticket.last_message_at):>4} "
-                 f"{ticket.channels:<20} {printable(names.get(ticket.customer_id), single_line=True)[:22]:<22} "
-                 f"{title[:60]}")
+                 f"{ticket.channels:<20} {name:<22} {title[:60]}")
         return 0
     if args.action == "show":
         with store.session() as session:
@@ -441,7 +443,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         line = f"  {c['name']} ({c['type']}{'' if c['enabled'] else ', disabled'}): "
         line += f"last success {c['last_success'] or 'never'}"
         if c["last_error"]:
-            line += f"; last error {c['last_error_at']}: {printable(c['last_error'], single_line=True)}"
+            error = printable(c["last_error"], single_line=True)
+            line += f"; last error {c['last_error_at']}: {error}"
         _out(line)
     return 0
 
@@ -461,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(func=cmd_app)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text, description=text)
         command.set_defaults(func=func)
         return command

@@ -23,6 +23,8 @@ from desk.models import Customer, Event, Identity, Message, Ticket
 from desk.timeutil import utcnow
 
 KINDS = ("email", "phone", "telegram")
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_ASCII_DOMAIN = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 
 
 class IdentityError(ValueError):
@@ -38,6 +40,8 @@ def normalize_email(address: str) -> str:
         raise IdentityError(f"not an email address: {address!r}")
     domain = domain.rstrip(".").lower()
     if domain.isascii() and "xn--" not in domain:
+        if not _ASCII_DOMAIN.fullmatch(domain):
+            raise IdentityError(f"not a valid email domain: {domain!r}")
         return f"{local.lower()}@{domain}"
     try:
         ascii_domain = idna.encode(domain, uts46=True).decode("ascii")
@@ -223,16 +227,7 @@ def merge(
         "tickets": _ids(session, Ticket, Ticket.customer_id == source_id),
         "messages": _ids(session, Message, Message.customer_id == source_id),
     }
-    for model, ids in (
-        (Identity, moved["identities"]),
-        (Ticket, moved["tickets"]),
-        (Message, moved["messages"]),
-    ):
-        for chunk in _chunks(ids):
-            session.execute(
-                update(model).where(model.id.in_(chunk)).values(customer_id=target_id),
-                execution_options={"synchronize_session": False},
-            )
+    _move(session, moved, target_id)
     now = utcnow()
     source.merged_into = target_id
     source.updated_at = now
@@ -255,9 +250,12 @@ def merge(
             }
         ),
     )
-    session.add(merge_event)
+    # Reload what the bulk updates changed, but keep the returned event usable once the
+    # session is closed (callers print its id).
     session.flush()
     session.expire_all()
+    session.add(merge_event)
+    session.flush()
     return merge_event
 
 
@@ -288,16 +286,7 @@ def unmerge(session: Session, source_id: int, *, actor: str) -> Event:
             " or absorbed others since: unmerge those first"
         )
     moved = data["moved"]
-    for model, ids in (
-        (Identity, moved["identities"]),
-        (Ticket, moved["tickets"]),
-        (Message, moved["messages"]),
-    ):
-        for chunk in _chunks(ids):
-            session.execute(
-                update(model).where(model.id.in_(chunk)).values(customer_id=source_id),
-                execution_options={"synchronize_session": False},
-            )
+    _move(session, moved, source_id)
     target = session.get(Customer, target_id)
     now = utcnow()
     if target is not None:
@@ -312,10 +301,25 @@ def unmerge(session: Session, source_id: int, *, actor: str) -> Event:
         customer_id=source_id,
         data=json.dumps({"target": target_id, "source": source_id, "merge_event": merge_event.id}),
     )
-    session.add(unmerge_event)
     session.flush()
     session.expire_all()
+    session.add(unmerge_event)
+    session.flush()
     return unmerge_event
+
+
+def _move(session: Session, moved: dict[str, list[int]], customer_id: int) -> None:
+    """Give the listed identities, tickets and messages to `customer_id`."""
+    for model, ids in (
+        (Identity, moved["identities"]),
+        (Ticket, moved["tickets"]),
+        (Message, moved["messages"]),
+    ):
+        for chunk in _chunks(ids):
+            session.execute(
+                update(model).where(model.id.in_(chunk)).values(customer_id=customer_id),
+                execution_options={"synchronize_session": False},
+            )
 
 
 def _ids(session: Session, model: type, *where: object) -> list[int]:

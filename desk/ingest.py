@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlmodel import Session
 
 from connectors.base import (
@@ -136,6 +136,10 @@ _MUTABLE_TICKET_FIELDS = [
 ]  # fmt: skip
 
 
+def _table(model: Any) -> Table:
+    return model.__table__
+
+
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), _CHUNK):
         yield values[start : start + _CHUNK]
@@ -155,7 +159,9 @@ class _Batch:
         self.tickets_by_id: dict[int, _Ticket] = {}
         self.tickets_by_customer: dict[_Customer, list[_Ticket]] = {}
         self.threads: dict[str, _Thread] = {}
-        self.message_rows: list[tuple[dict[str, Any], _Customer, _Ticket | None, InboundMessage]] = []
+        self.message_rows: list[
+            tuple[dict[str, Any], _Customer, _Ticket | None, InboundMessage]
+        ] = []
         self.identity_events: list[tuple[_Customer, dict[str, Any]]] = []
 
     # ---- look-ups ---------------------------------------------------------------------------
@@ -193,7 +199,10 @@ class _Batch:
         for thread in self.threads.values():
             thread.ticket = self.tickets_by_id.get(thread.ticket) if thread.ticket else None  # type: ignore[arg-type,call-overload]
 
-        customer_ids = sorted(c.id for c in self.customers_by_identity.values() if c.id)
+        # With the customers of threaded messages: an unknown address answering our message
+        # becomes that customer, and must join their live ticket like any other mail of theirs.
+        customer_ids = sorted({c.id for c in self.customers_by_identity.values() if c.id}
+                              | {t.customer.id for t in self.threads.values() if t.customer.id})
         times = [to_store(m.sent_at) or self.now for m, *_ in prepared]
         cutoff = min(times) - self.options.reopen_window
         for chunk in _chunks(customer_ids):
@@ -286,17 +295,24 @@ class _Batch:
             ticket.row.update(status="open", resolved_at=None, snoozed_until=None)
             self.result.tickets_reopened += 1
         elif (
-            ticket is not None and direction == "in" and ticket.row["status"] in ("pending", "snoozed")
+            ticket is not None
+            and direction == "in"
+            and not automatic
+            and ticket.row["status"] in ("pending", "snoozed")
         ):
             ticket.events.append(("status", {"before": ticket.row["status"], "after": "open",
                                              "reason": "customer wrote again"}))
             ticket.row.update(status="open", snoozed_until=None)
         if ticket is not None:
             self._account(ticket, message, direction, sent_at)
-        if direction == "in" and customer.id is not None and message.sender_name:
-            if customer.name in ("", value, UNKNOWN_SENDER):
-                customer.name = message.sender_name
-                customer.renamed = True
+        if (
+            direction == "in"
+            and customer.id is not None
+            and message.sender_name
+            and customer.name in ("", value, UNKNOWN_SENDER)
+        ):
+            customer.name = message.sender_name
+            customer.renamed = True
         customer.touched = True
         row = self._message_row(message, direction, sent_at, value)
         self.message_rows.append((row, customer, ticket, message))
@@ -305,11 +321,12 @@ class _Batch:
 
     def _new_ticket(self, customer: _Customer, message: InboundMessage, sent_at: Any) -> _Ticket:
         row = {
-            "id": None, "customer_id": None, "status": "open", "subject": clean_subject(message.subject),
+            "id": None, "customer_id": None, "status": "open",
+            "subject": clean_subject(message.subject),
             "resolved_at": None, "snoozed_until": None, "last_message_at": sent_at,
             "last_inbound_at": None, "last_outbound_at": None, "waiting_since": None,
             "first_response_at": None, "message_count": 0, "unread_count": 0, "snippet": "",
-            "channels": "", "last_channel": None,
+            "channels": "", "last_channel": None, "created_at": sent_at,
         }  # fmt: skip
         ticket = _Ticket(row, customer, new=True)
         self.tickets_by_customer.setdefault(customer, []).append(ticket)
@@ -373,26 +390,30 @@ class _Batch:
     # ---- writing -----------------------------------------------------------------------------
 
     def write(self) -> None:
-        session = self.session
+        # Core statements on the session's connection: the ORM bulk path splits rows into
+        # groups by which values are None and splices the RETURNING results group by group,
+        # which turned quadratic on 5,000-row batches.
+        conn = self.session.connection()
         new_customers = [c for c in self.customers_by_identity.values() if c.new and c.id is None]
         new_customers = list(dict.fromkeys(new_customers))
         if new_customers:
-            ids = session.execute(
-                insert(Customer).returning(Customer.id, sort_by_parameter_order=True),
+            ids = conn.execute(
+                insert(_table(Customer)).returning(_table(Customer).c.id,
+                                                   sort_by_parameter_order=True),
                 [{"name": c.name, "created_at": self.now, "updated_at": self.now,
                   "merged_into": None} for c in new_customers],
             ).scalars().all()
             for customer, customer_id in zip(new_customers, ids, strict=True):
                 customer.id = customer_id
         if self.new_identities:
-            session.execute(
-                insert(Identity),
+            conn.execute(
+                insert(_table(Identity)),
                 [{"customer_id": c.id, "kind": kind, "value": value, "display": display,
                   "source": source, "created_at": self.now, "last_seen_at": None}
                  for c, kind, value, display, source in self.new_identities],
             )
         for customer, data in self.identity_events:
-            session.execute(insert(Event), [{
+            conn.execute(insert(_table(Event)), [{
                 "created_at": self.now, "kind": "identity_linked", "actor": "system",
                 "ticket_id": None, "customer_id": customer.id, "data": json.dumps(data)}])
 
@@ -402,10 +423,11 @@ class _Batch:
             for ticket in new_tickets:
                 row = {k: v for k, v in ticket.row.items() if k != "id"}
                 row.update(customer_id=ticket.customer.id, assignee=None, priority="normal",
-                           tags="", created_at=row["last_message_at"], updated_at=self.now)
+                           tags="", updated_at=self.now)
                 rows.append(row)
-            ids = session.execute(
-                insert(Ticket).returning(Ticket.id, sort_by_parameter_order=True), rows
+            ids = conn.execute(
+                insert(_table(Ticket)).returning(_table(Ticket).c.id,
+                                                 sort_by_parameter_order=True), rows
             ).scalars().all()
             for ticket, ticket_id in zip(new_tickets, ids, strict=True):
                 ticket.row["id"] = ticket_id
@@ -419,8 +441,10 @@ class _Batch:
                 rows.append(row)
             # Unordered RETURNING keyed on (connector, provider_id) lets SQLAlchemy send one
             # multi-row INSERT; asking for parameter order makes it insert row by row.
-            returned = session.execute(
-                insert(Message).returning(Message.id, Message.connector, Message.provider_id),
+            messages = _table(Message)
+            returned = conn.execute(
+                insert(messages).returning(messages.c.id, messages.c.connector,
+                                           messages.c.provider_id),
                 rows,
             ).all()
             message_id_by_key = {(c, p): message_id for message_id, c, p in returned}
@@ -437,14 +461,14 @@ class _Batch:
                 for a in message.attachments
             ]
             if attachments:
-                session.execute(insert(Attachment), attachments)
+                conn.execute(insert(_table(Attachment)), attachments)
 
         changed = [
             t for t in self.tickets_by_id.values() if t.changed and not t.new
         ]
         if changed:
-            table = Ticket.__table__
-            session.connection().execute(
+            table = _table(Ticket)
+            conn.execute(
                 update(table).where(table.c.id == bindparam("b_id")).values(
                     {name: bindparam(f"b_{name}") for name in _MUTABLE_TICKET_FIELDS}
                 ),
@@ -460,12 +484,12 @@ class _Batch:
             for kind, data in t.events
         ]
         if events:
-            session.execute(insert(Event), events)
+            conn.execute(insert(_table(Event)), events)
 
         touched = [c for c in self.customers_by_id.values() if c.touched]
         if touched:
-            table = Customer.__table__
-            session.connection().execute(
+            table = _table(Customer)
+            conn.execute(
                 update(table).where(table.c.id == bindparam("b_id")).values(
                     updated_at=bindparam("b_updated_at"), name=bindparam("b_name")),
                 [{"b_id": c.id, "b_updated_at": self.now, "b_name": c.name} for c in touched],
@@ -555,11 +579,12 @@ def _apply_edit(session: Session, message: InboundMessage, result: IngestResult)
             Message.connector == message.connector, Message.provider_id == message.provider_id
         )
     ).scalar_one()
-    if stored.text == message.text:
+    text = message.text.replace("\x00", "")
+    if stored.text == text:
         result.duplicates += 1
         return
     before = stored.text
-    stored.text = message.text
+    stored.text = text
     stored.flags = ",".join(sorted({*filter(None, stored.flags.split(",")), FLAG_EDITED}))
     session.add(
         Event(
@@ -571,10 +596,13 @@ def _apply_edit(session: Session, message: InboundMessage, result: IngestResult)
             data=json.dumps({"message_id": stored.id, "before": before}),
         )
     )
+    if stored.ticket_id is not None:
+        ticket = session.get(Ticket, stored.ticket_id)
+        if ticket is not None and ticket.last_message_at == stored.sent_at:
+            ticket.snippet = snippet(text)
+        result.ticket_ids.add(stored.ticket_id)
     session.flush()
     result.edited += 1
-    if stored.ticket_id is not None:
-        result.ticket_ids.add(stored.ticket_id)
 
 
 def _apply_evidence(session: Session, message: InboundMessage, options: IngestOptions) -> None:

@@ -71,11 +71,12 @@ def reply_routes(
     preferred = list(last_connector)  # channels in order of the customer's latest use
     if ticket.last_channel and ticket.last_channel not in preferred:
         preferred.insert(0, ticket.last_channel)
+    fallback = connectors_by_channel or {}
     routes = []
     for channel, kind in CHANNEL_IDENTITY_KIND.items():
         for identity in identities:
             if identity.kind == kind and identity.value:
-                connector = last_connector.get(channel) or (connectors_by_channel or {}).get(channel)
+                connector = last_connector.get(channel) or fallback.get(channel)
                 routes.append(Route(channel, identity.value, connector))
     order = {channel: index for index, channel in enumerate(preferred)}
     return sorted(routes, key=lambda r: order.get(r.channel, len(order)))
@@ -211,14 +212,26 @@ def retry(session: Session, message_id: int, *, actor: str) -> Message:
     return message
 
 
+# GSM 03.38: the basic alphabet (one septet each) and its extension table (two: escape + char).
+_GSM_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM_EXTENDED = frozenset("^{}\\[~]|€\f")
+
+
 def sms_segments(text: str) -> tuple[int, int]:
     """(characters, segments) of an SMS: GSM-7 fits 160 (153 when split), UCS-2 70 (67)."""
-    gsm = all(ord(ch) < 128 for ch in text)
-    single, multi = (160, 153) if gsm else (70, 67)
+    if all(ch in _GSM_BASIC or ch in _GSM_EXTENDED for ch in text):
+        units = len(text) + sum(ch in _GSM_EXTENDED for ch in text)
+        single, multi = 160, 153
+    else:
+        units = len(text.encode("utf-16-le")) // 2  # characters beyond the BMP take two
+        single, multi = 70, 67
     length = len(text)
-    if length <= single:
-        return length, 1 if length else 0
-    return length, -(-length // multi)
+    if units <= single:
+        return length, 1 if units else 0
+    return length, -(-units // multi)
 
 
 # --------------------------------------------------------------------------------------------

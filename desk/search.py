@@ -41,7 +41,7 @@ def fts_query(query: str) -> str:
     operators and punctuation in the input are taken literally; `word*` stays a prefix search
     and "a phrase" stays a phrase."""
     terms = []
-    for token in _TOKEN.findall(query):
+    for token in _TOKEN.findall(query.replace("\x00", " ")):  # SQLite ends a string at NUL
         prefix = token.endswith("*") and not token.startswith('"')
         word = token.strip('"').rstrip("*").replace('"', '""').strip()
         if word:

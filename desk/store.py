@@ -260,6 +260,19 @@ def queue_counts(session: Session, agent: str | None) -> dict[str, int]:
     return counts
 
 
+def _message_window(
+    session: Session, where: Any, limit: int, before: tuple[datetime, int] | None
+) -> list[Message]:
+    query = select(Message).where(where)
+    if before is not None:
+        moment, message_id = before
+        query = query.where(
+            or_(Message.sent_at < moment, (Message.sent_at == moment) & (Message.id < message_id))
+        )
+    query = query.order_by(Message.sent_at.desc(), Message.id.desc()).limit(limit)
+    return list(reversed(session.execute(query).scalars().all()))
+
+
 def ticket_messages(
     session: Session,
     ticket_id: int,
@@ -268,14 +281,7 @@ def ticket_messages(
     before: tuple[datetime, int] | None = None,
 ) -> list[Message]:
     """The newest `limit` messages of a ticket (oldest first), optionally before a position."""
-    query = select(Message).where(Message.ticket_id == ticket_id)
-    if before is not None:
-        moment, message_id = before
-        query = query.where(
-            or_(Message.sent_at < moment, (Message.sent_at == moment) & (Message.id < message_id))
-        )
-    query = query.order_by(Message.sent_at.desc(), Message.id.desc()).limit(limit)
-    return list(reversed(session.execute(query).scalars().all()))
+    return _message_window(session, Message.ticket_id == ticket_id, limit, before)
 
 
 def customer_timeline(
@@ -286,14 +292,7 @@ def customer_timeline(
     before: tuple[datetime, int] | None = None,
 ) -> list[Message]:
     """The newest messages of a customer across every channel and ticket (oldest first)."""
-    query = select(Message).where(Message.customer_id == customer_id)
-    if before is not None:
-        moment, message_id = before
-        query = query.where(
-            or_(Message.sent_at < moment, (Message.sent_at == moment) & (Message.id < message_id))
-        )
-    query = query.order_by(Message.sent_at.desc(), Message.id.desc()).limit(limit)
-    return list(reversed(session.execute(query).scalars().all()))
+    return _message_window(session, Message.customer_id == customer_id, limit, before)
 
 
 def customer_identities(session: Session, customer_ids: Sequence[int]) -> dict[int, list[Identity]]:

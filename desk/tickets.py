@@ -137,7 +137,8 @@ def set_status(
 ) -> Ticket:
     """Move a ticket to open, pending, snoozed (until a time) or resolved."""
     if status not in TICKET_STATUSES:
-        raise TicketError(f"unknown status {status!r}; expected one of {', '.join(TICKET_STATUSES)}")
+        expected = ", ".join(TICKET_STATUSES)
+        raise TicketError(f"unknown status {status!r}; expected one of {expected}")
     if status == "snoozed" and snooze_until is None:
         raise TicketError("snoozing needs a time to wake up")
     ticket = _ticket(session, ticket_id)

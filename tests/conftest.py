@@ -1,0 +1,87 @@
+"""Shared fixtures: a fresh store per test and a factory for inbound messages."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from connectors.base import InboundMessage
+from desk.store import Store
+
+# A fixed moment tests count from, so that routing windows do not depend on the clock.
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+_DEFAULT_SENDER = {"email": "jane@example.com", "sms": "+33612345678", "telegram": "424242"}
+_DEFAULT_CONNECTOR = {"email": "mail", "sms": "sms", "telegram": "chat"}
+
+InboundFactory = Callable[..., InboundMessage]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store(f"sqlite:///{tmp_path}/desk.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """For CLI tests: the config files and stores of whoever runs the tests are never read or
+    written (no $DESK_CONFIG, $DESK_DB, ./config.toml or platform dirs of theirs)."""
+    home = tmp_path / "home"
+    for name, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"),
+                      ("XDG_CACHE_HOME", "cache")):
+        monkeypatch.setenv(name, str(home / sub))
+    monkeypatch.delenv("DESK_CONFIG", raising=False)
+    monkeypatch.delenv("DESK_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def inbound() -> InboundFactory:
+    """`inbound(text=..., sender=..., channel=..., at=timedelta|datetime, ...)`: an
+    InboundMessage with a unique provider_id and a sent_at counted from T0."""
+    counter = itertools.count(1)
+
+    def make(
+        text: str = "Hello, my order has not arrived.",
+        *,
+        channel: str = "email",
+        sender: str | None = None,
+        at: timedelta | datetime | None = None,
+        provider_id: str | None = None,
+        connector: str | None = None,
+        **fields: Any,
+    ) -> InboundMessage:
+        n = next(counter)
+        if isinstance(at, timedelta):
+            sent_at = T0 + at
+        elif at is None:
+            sent_at = T0 + timedelta(minutes=n)
+        else:
+            sent_at = at
+        if channel == "email":
+            fields.setdefault("subject", "Order not delivered")
+        return InboundMessage(
+            connector=connector or _DEFAULT_CONNECTOR[channel],
+            channel=channel,  # type: ignore[arg-type]
+            provider_id=provider_id or f"{channel}-{n}@test",
+            sender=sender or _DEFAULT_SENDER[channel],
+            text=text,
+            sent_at=sent_at,
+            **fields,
+        )
+
+    return make
+
+
+def count(store: Store, model: Any, *where: Any) -> int:
+    with store.session() as session:
+        return session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
