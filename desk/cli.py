@@ -306,12 +306,10 @@ def cmd_customers(args: argparse.Namespace) -> int:
 
 
 def cmd_tickets(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
     from desk import tickets as ticket_actions
     from desk.export import message_record, ticket_record
     from desk.models import Customer, Ticket
-    from desk.store import ticket_messages, ticket_page
+    from desk.store import customer_names, ticket_messages, ticket_page
 
     settings, store = _open(args)
     agent = settings.desk.agent
@@ -322,9 +320,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
                                    tag=args.tag, limit=args.limit)
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
-            names = dict(session.execute(
-                select(Customer.id, Customer.name).where(
-                    Customer.id.in_({t.customer_id for t in page}))).all())
+            names = customer_names(session, (t.customer_id for t in page))
         for ticket in page:
             if args.json:
                 _json(ticket_record(ticket))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -207,18 +207,9 @@ class TicketCursor:
     id: int
 
 
-def ticket_page(
-    session: Session,
-    *,
-    queue: str = "open",
-    agent: str | None = None,
-    channel: str | None = None,
-    tag: str | None = None,
-    after: TicketCursor | None = None,
-    limit: int = 50,
-) -> list[Ticket]:
-    """The newest tickets of a queue, a page at a time, from an index (never a table scan)."""
-    query = select(Ticket)
+def _queue_filter(
+    query: Any, queue: str, agent: str | None, channel: str | None, tag: str | None
+) -> Any:
     if queue == "mine":
         query = query.where(Ticket.assignee == agent, Ticket.status == "open")
     elif queue == "unassigned":
@@ -233,6 +224,23 @@ def ticket_page(
         query = query.where(
             Ticket.id.in_(select(TicketTag.ticket_id).where(TicketTag.tag == tag))
         )
+    return query
+
+
+def ticket_page(
+    session: Session,
+    *,
+    queue: str = "open",
+    agent: str | None = None,
+    channel: str | None = None,
+    tag: str | None = None,
+    after: TicketCursor | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> list[Ticket]:
+    """The newest tickets of a queue, a page at a time, from an index (never a table scan).
+    Page with `after` (keyset) when reading on; `offset` serves jumps into the list."""
+    query = _queue_filter(select(Ticket), queue, agent, channel, tag)
     if after is not None:
         query = query.where(
             or_(
@@ -240,8 +248,28 @@ def ticket_page(
                 (Ticket.last_message_at == after.last_message_at) & (Ticket.id < after.id),
             )
         )
-    query = query.order_by(Ticket.last_message_at.desc(), Ticket.id.desc()).limit(limit)
-    return list(session.execute(query).scalars().all())
+    query = query.order_by(Ticket.last_message_at.desc(), Ticket.id.desc())
+    return list(session.execute(query.offset(offset).limit(limit)).scalars().all())
+
+
+def queue_size(
+    session: Session,
+    *,
+    queue: str = "open",
+    agent: str | None = None,
+    channel: str | None = None,
+    tag: str | None = None,
+) -> int:
+    query = _queue_filter(select(func.count()).select_from(Ticket), queue, agent, channel, tag)
+    return int(session.execute(query).scalar_one())
+
+
+def customer_names(session: Session, customer_ids: Iterable[int]) -> dict[int, str]:
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    rows = session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(ids)))
+    return dict(rows.all())
 
 
 def queue_counts(session: Session, agent: str | None) -> dict[str, int]:
