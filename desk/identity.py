@@ -176,7 +176,9 @@ def link_identity(
     if owner is not None:
         owner_customer = live_customer(session, owner.customer_id)
         if owner_customer != customer_id:
-            merge(session, customer_id, owner_customer, actor=actor, reason=reason)
+            # The older customer survives, so the ids agents already know keep working.
+            survivor, absorbed = sorted((customer_id, owner_customer))
+            merge(session, survivor, absorbed, actor=actor, reason=reason)
         return owner
     identity = Identity(
         customer_id=customer_id,
@@ -287,6 +289,14 @@ def unmerge(session: Session, source_id: int, *, actor: str) -> Event:
         )
     moved = data["moved"]
     _move(session, moved, source_id)
+    # Messages that arrived while merged, on tickets that go back, go back with them.
+    for chunk in _chunks(moved["tickets"]):
+        session.execute(
+            update(Message)
+            .where(Message.ticket_id.in_(chunk), Message.customer_id == target_id)
+            .values(customer_id=source_id),
+            execution_options={"synchronize_session": False},
+        )
     target = session.get(Customer, target_id)
     now = utcnow()
     if target is not None:

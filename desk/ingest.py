@@ -169,8 +169,10 @@ class _Batch:
     def load(self, prepared: list[tuple[InboundMessage, str, str, str]]) -> None:
         session = self.session
         wanted: dict[str, set[str]] = {}
-        for _message, _direction, kind, value in prepared:
+        for message, _direction, kind, value in prepared:
             wanted.setdefault(kind, set()).add(value)
+            for evidence_kind, evidence_value in self.evidence_of(message):
+                wanted.setdefault(evidence_kind, set()).add(evidence_value)
         for kind, values in wanted.items():
             for chunk in _chunks(sorted(values)):
                 for value, customer_id, name in session.execute(
@@ -254,7 +256,22 @@ class _Batch:
             return customer
         display_name = message.sender_name if direction == "in" else None
         thread = self.thread_of(message, None)
-        if thread is not None and thread.direction == "out" and direction == "in":
+        known = [
+            (evidence, self.customers_by_identity[evidence])
+            for evidence in self.evidence_of(message)
+            if evidence in self.customers_by_identity
+        ]
+        if known and direction == "in":
+            # Strong evidence on a first message (a Telegram user sharing their own contact):
+            # the new identity joins the customer who owns that phone before routing, so the
+            # message lands in that customer's live ticket instead of opening a second one.
+            (evidence_kind, evidence_value), customer = known[0]
+            source = "evidence"
+            self.identity_events.append(
+                (customer, {"kind": kind, "value": value,
+                            "reason": f"shared {evidence_kind} {evidence_value} as their own"})
+            )
+        elif thread is not None and thread.direction == "out" and direction == "in":
             # Strong evidence: an unknown address answering a message we sent to a customer.
             customer = thread.customer
             source = "reply"
@@ -271,6 +288,18 @@ class _Batch:
         display = message.sender_display or message.sender_name if direction == "in" else None
         self.new_identities.append((customer, kind, value, display, source))
         return customer
+
+    def evidence_of(self, message: InboundMessage) -> list[tuple[str, str]]:
+        found = []
+        for evidence in message.evidence:
+            try:
+                found.append(
+                    (evidence.kind,
+                     identities.normalize(evidence.kind, evidence.value, self.options.region))
+                )
+            except identities.IdentityError:
+                continue
+        return found
 
     def place(self, message: InboundMessage, direction: str, kind: str, value: str) -> None:
         customer = self.customer_for(message, direction, kind, value)
@@ -304,12 +333,12 @@ class _Batch:
                                              "reason": "customer wrote again"}))
             ticket.row.update(status="open", snoozed_until=None)
         if ticket is not None:
-            self._account(ticket, message, direction, sent_at)
+            self._account(ticket, message, direction, sent_at, automatic=automatic)
         if (
             direction == "in"
             and customer.id is not None
             and message.sender_name
-            and customer.name in ("", value, UNKNOWN_SENDER)
+            and _placeholder_name(customer.name)
         ):
             customer.name = message.sender_name
             customer.renamed = True
@@ -334,7 +363,10 @@ class _Batch:
         return ticket
 
     @staticmethod
-    def _account(ticket: _Ticket, message: InboundMessage, direction: str, sent_at: Any) -> None:
+    def _account(
+        ticket: _Ticket, message: InboundMessage, direction: str, sent_at: Any, *,
+        automatic: bool = False,
+    ) -> None:
         row = ticket.row
         ticket.changed = True
         row["message_count"] += 1
@@ -345,7 +377,9 @@ class _Batch:
             row["last_message_at"] = sent_at
             row["snippet"] = snippet(message.text)
             row["last_channel"] = message.channel
-        if direction == "in":
+        if direction == "in" and automatic:
+            pass  # an out-of-office answer is no one waiting for us
+        elif direction == "in":
             row["unread_count"] += 1
             row["last_inbound_at"] = max(filter(None, [row["last_inbound_at"], sent_at]))
             if row["waiting_since"] is None and (
@@ -494,6 +528,17 @@ class _Batch:
                     updated_at=bindparam("b_updated_at"), name=bindparam("b_name")),
                 [{"b_id": c.id, "b_updated_at": self.now, "b_name": c.name} for c in touched],
             )
+
+
+def _placeholder_name(name: str) -> bool:
+    """A name we made up from an address or number, to be replaced by a real one."""
+    stripped = name.strip()
+    return (
+        not stripped
+        or stripped == UNKNOWN_SENDER
+        or re.fullmatch(r"[+\d\s().-]+", stripped) is not None
+        or ("@" in stripped and " " not in stripped)
+    )
 
 
 def _direction_and_identity(message: InboundMessage, region: str) -> tuple[str, str, str]:

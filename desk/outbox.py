@@ -25,6 +25,7 @@ from connectors.base import (
     Receipt,
     TransientError,
 )
+from desk.identity import normalize_lenient
 from desk.ingest import snippet
 from desk.models import Event, Identity, Message, Ticket
 from desk.store import Store
@@ -60,14 +61,20 @@ def reply_routes(
         select(Identity).where(Identity.customer_id == ticket.customer_id).order_by(Identity.id)
     ).scalars().all()
     last_connector: dict[str, str] = {}
-    for channel, connector in session.execute(
-        select(Message.channel, Message.connector)
+    recent_addresses: list[str] = []  # the customer's senders, most recently used first
+    for channel, connector, sender in session.execute(
+        select(Message.channel, Message.connector, Message.sender)
         .where(Message.customer_id == ticket.customer_id, Message.direction == "in")
         .order_by(Message.sent_at.desc(), Message.id.desc())
         .limit(50)
     ):
         if connector:
             last_connector.setdefault(channel, connector)
+        if sender and channel in CHANNEL_IDENTITY_KIND:
+            # Provider senders are already E.164 / numeric ids, so the region does not matter.
+            address = normalize_lenient(CHANNEL_IDENTITY_KIND[channel], sender)
+            if address not in recent_addresses:
+                recent_addresses.append(address)
     preferred = list(last_connector)  # channels in order of the customer's latest use
     if ticket.last_channel and ticket.last_channel not in preferred:
         preferred.insert(0, ticket.last_channel)
@@ -79,7 +86,11 @@ def reply_routes(
                 connector = last_connector.get(channel) or fallback.get(channel)
                 routes.append(Route(channel, identity.value, connector))
     order = {channel: index for index, channel in enumerate(preferred)}
-    return sorted(routes, key=lambda r: order.get(r.channel, len(order)))
+    used = {address: index for index, address in enumerate(recent_addresses)}
+    return sorted(
+        routes,
+        key=lambda r: (order.get(r.channel, len(order)), used.get(r.to, len(used))),
+    )
 
 
 def queue_reply(

@@ -7,11 +7,28 @@ the outside world to that form.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+
+_clock: Callable[[], datetime] | None = None
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, or the time of the clock installed by `use_clock`."""
+    return _clock() if _clock is not None else datetime.now(UTC)
+
+
+@contextmanager
+def use_clock(read: Callable[[], datetime]) -> Iterator[None]:
+    """Make `utcnow` read `read()` for the duration: the demo replays a month of history in a
+    few seconds, and tests pin time. Process-wide, so not for use beside other desk work."""
+    global _clock
+    saved, _clock = _clock, read
+    try:
+        yield
+    finally:
+        _clock = saved
 
 
 def to_store(moment: datetime | None) -> datetime | None:

@@ -260,3 +260,20 @@ def test_suggestions_find_the_same_name_and_a_phone_in_a_signature(store, inboun
         assert session.execute(
             select(Customer.id).where(Customer.merged_into.is_not(None))
         ).first() is None
+
+
+def test_unmerge_takes_back_messages_that_arrived_while_merged(store, inbound) -> None:
+    ingest(store, [inbound("a", sender="carmen@example.com", sender_name="Carmen Ortega")])
+    ingest(store, [inbound("b", channel="telegram", sender="777", sender_name="Carmen Ortega",
+                           at=timedelta(minutes=5))])
+    with store.transaction() as session:
+        identity.merge(session, 1, 2, actor="chloe")
+    ingest(store, [inbound("c", channel="telegram", sender="777", at=timedelta(hours=1))])
+    with store.transaction() as session:
+        identity.unmerge(session, 2, actor="chloe")
+    with store.session() as session:
+        rows = session.execute(select(Message.text, Message.customer_id, Ticket.customer_id)
+                               .join(Ticket, Ticket.id == Message.ticket_id)).all()
+    # every message belongs to the customer whose ticket it is on
+    assert all(message_owner == ticket_owner for _text, message_owner, ticket_owner in rows)
+    assert {text: owner for text, owner, _t in rows} == {"a": 1, "b": 2, "c": 2}

@@ -139,7 +139,7 @@ def test_a_failure_after_the_inserts_rolls_the_whole_batch_back(
 # ---------------------------------------------------------------------------- identity evidence
 
 
-def test_a_telegram_contact_merges_the_sms_customer_into_one(store, inbound) -> None:
+def test_a_telegram_contact_joins_the_sms_customer_and_their_ticket(store, inbound) -> None:
     ingest(store, [inbound("my parcel is late", channel="sms", sender="06 12 34 56 78")],
            options=FR)
     ingest(
@@ -159,9 +159,13 @@ def test_a_telegram_contact_merges_the_sms_customer_into_one(store, inbound) -> 
         assert identity.find_customer(session, "telegram", "424242") == customer
         channels = sorted(session.execute(
             select(Message.channel).where(Message.customer_id == customer)).scalars())
-        merge = session.execute(select(Event).where(Event.kind == "merge")).scalar_one()
+        tickets = session.execute(select(Ticket)).scalars().all()
+        link = session.execute(
+            select(Event).where(Event.kind == "identity_linked")).scalar_one()
     assert channels == ["sms", "telegram"]
-    assert merge.actor == "system"
+    # One conversation: the Telegram message joins the live SMS ticket, no second ticket.
+    assert len(tickets) == 1 and tickets[0].channels == "sms,telegram"
+    assert link.actor == "system" and "+33612345678" in json.loads(link.data)["reason"]
     # ...and an SMS from that number afterwards lands on the same customer.
     ingest(store, [inbound("still waiting", channel="sms", sender="+33612345678",
                            at=timedelta(hours=2))], options=FR)
@@ -305,3 +309,45 @@ def test_an_sms_short_code_is_stored_under_its_code(store, inbound) -> None:
     with store.session() as session:
         stored = session.execute(select(Message)).scalar_one()
         assert identity.find_customer(session, "phone", "36179") == stored.customer_id
+
+
+def test_a_contact_shared_later_merges_two_known_customers_oldest_surviving(
+    store, inbound
+) -> None:
+    ingest(store, [inbound("parcel?", channel="sms", sender="+33612345678")], options=FR)
+    ingest(store, [inbound("hello", channel="telegram", sender="424242", sender_name="Jane",
+                           at=timedelta(hours=1))], options=FR)
+    ingest(store, [inbound("my number", channel="telegram", sender="424242",
+                           at=timedelta(hours=2),
+                           evidence=[IdentityEvidence("phone", "+33612345678")])], options=FR)
+    with store.session() as session:
+        sms_customer = identity.find_customer(session, "phone", "+33612345678")
+        merge = session.execute(select(Event).where(Event.kind == "merge")).scalar_one()
+        assert identity.find_customer(session, "telegram", "424242") == sms_customer
+    assert json.loads(merge.data)["target"] == sms_customer == 1
+    assert merge.actor == "system"
+
+
+
+def test_an_out_of_office_answer_leaves_a_pending_ticket_pending(store, inbound) -> None:
+    ingest(store, [inbound("help", sender="jane@example.com")])
+    with store.transaction() as session:
+        tickets.set_status(session, 1, "pending", actor="alice")
+        tickets.mark_read(session, 1)
+    auto = inbound("I am away", sender="jane@example.com", at=timedelta(hours=1))
+    auto.flags.add("auto_reply")
+    ingest(store, [auto])
+    with store.session() as session:
+        ticket = session.get(Ticket, 1)
+    assert (ticket.status, ticket.unread_count) == ("pending", 0)
+
+
+def test_a_customer_first_seen_by_phone_takes_their_real_name(store, inbound) -> None:
+    ingest(store, [inbound("hello", channel="sms", sender="+33698214375", sender_name=None)],
+           options=FR)
+    with store.transaction() as session:
+        identity.link_identity(session, 1, "email", "nicolas@example.org", actor="alice")
+    ingest(store, [inbound("it's me", sender="nicolas@example.org",
+                           sender_name="Nicolas Fournier", at=timedelta(hours=1))], options=FR)
+    with store.session() as session:
+        assert session.get(Customer, 1).name == "Nicolas Fournier"

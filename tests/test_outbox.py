@@ -329,3 +329,14 @@ def _case(text: str, expected: tuple[int, int], label: str) -> object:
 )
 def test_sms_segments(text: str, expected: tuple[int, int]) -> None:
     assert outbox.sms_segments(text) == expected
+
+
+def test_a_reply_goes_to_the_address_the_customer_last_wrote_from(store, inbound) -> None:
+    ingest(store, [inbound("from work", sender="nico@work.example")])
+    with store.transaction() as session:
+        identity.link_identity(session, 1, "email", "nico@home.example", actor="alice")
+    ingest(store, [inbound("from home", sender="nico@home.example", at=timedelta(hours=1))])
+    with store.transaction() as session:
+        reply = outbox.queue_reply(session, 1, "Hello", agent="alice",
+                                   connectors_by_channel={"email": "mail"})
+    assert reply.recipient == "nico@home.example"
