@@ -133,12 +133,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _open_app(url: str, args: argparse.Namespace) -> int:
-    try:
-        from desk.tui.app import run_app
-    except ImportError:
-        _out("The agent app arrives with the next release; meanwhile try:")
-        _out(f"  desk --db {url.removeprefix('sqlite:///')} tickets list")
-        return 0
+    from desk.tui.app import run_app
+
     return run_app(url, config=args.config)
 
 

@@ -5,6 +5,7 @@ Each function opens its own short session, so the app can call it from a worker 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,6 +48,9 @@ class Conversation:
     earlier: int  # how many older messages are not loaded
     events: list[Event]
     other_tickets: list[Ticket]
+
+
+RowLoader = Callable[[int, int], tuple[int, list[TicketRow]]]
 
 
 def queue_figures(store: Store, agent: str) -> dict[str, int]:

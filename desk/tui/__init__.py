@@ -1,0 +1,1 @@
+"""The agent app (Textual). The only package of desk that imports Textual."""
