@@ -15,7 +15,9 @@ from desk.tui.app import DeskApp
 from desk.tui.widgets.conversation import ConversationView
 from desk.tui.widgets.ticket_list import TicketList
 
-HOSTILE = "\x1b[2J\x1b]52;c;ZXZpbA==\x07[bold red]x[/] [link=https://evil]y[/] [@click=app.quit]z[/]"
+HOSTILE = (
+    "\x1b[2J\x1b]52;c;ZXZpbA==\x07[bold red]x[/] [link=https://evil]y[/] [@click=app.quit]z[/]"
+)
 
 
 @pytest.fixture
