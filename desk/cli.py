@@ -233,22 +233,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_customers(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
     from desk import identity
     from desk.export import customer_record
     from desk.models import Customer
-    from desk.store import customer_identities
+    from desk.store import customer_identities, recent_customers
     from desk.tickets import tickets_of_customer
 
     settings, store = _open(args)
     agent = settings.desk.agent
     if args.action == "list":
         with store.session() as session:
-            customers = session.execute(
-                select(Customer).where(Customer.merged_into.is_(None))
-                .order_by(Customer.updated_at.desc(), Customer.id.desc()).limit(args.limit)
-            ).scalars().all()
+            customers = recent_customers(session, limit=args.limit)
             ids = customer_identities(session, [c.id for c in customers])
         for customer in customers:
             if args.json:

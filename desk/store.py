@@ -323,6 +323,18 @@ def customer_timeline(
     return _message_window(session, Message.customer_id == customer_id, limit, before)
 
 
+def recent_customers(session: Session, *, limit: int = 50) -> list[Customer]:
+    """Customers (not merged away) by latest activity, from the updated_at index."""
+    return list(
+        session.execute(
+            select(Customer)
+            .where(Customer.merged_into.is_(None))
+            .order_by(Customer.updated_at.desc(), Customer.id.desc())
+            .limit(limit)
+        ).scalars()
+    )
+
+
 def customer_identities(session: Session, customer_ids: Sequence[int]) -> dict[int, list[Identity]]:
     result: dict[int, list[Identity]] = {cid: [] for cid in customer_ids}
     if not customer_ids:
