@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from desk.models import Customer, Event, Identity, Message, Ticket
+from desk.store import record_event
 from desk.timeutil import utcnow
 
 KINDS = ("email", "phone", "telegram")
@@ -190,16 +191,8 @@ def link_identity(
     )
     session.add(identity)
     session.flush()
-    session.add(
-        Event(
-            created_at=now,
-            kind="identity_linked",
-            actor=actor,
-            customer_id=customer_id,
-            data=json.dumps({"identity_id": identity.id, "kind": kind, "value": normalized,
-                             "reason": reason}),
-        )
-    )
+    record_event(session, "identity_linked", actor=actor, customer_id=customer_id,
+                 identity_id=identity.id, kind=kind, value=normalized, reason=reason)
     return identity
 
 

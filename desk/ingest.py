@@ -28,7 +28,7 @@ from connectors.base import (
 )
 from desk import identity as identities
 from desk.models import LIVE_STATUSES, Attachment, Customer, Event, Identity, Message, Ticket
-from desk.store import Store, save_cursor
+from desk.store import Store, record_event, save_cursor
 from desk.tickets import Candidate, clean_subject, route, subject_tokens
 from desk.timeutil import to_store, utcnow
 
@@ -631,16 +631,8 @@ def _apply_edit(session: Session, message: InboundMessage, result: IngestResult)
     before = stored.text
     stored.text = text
     stored.flags = ",".join(sorted({*filter(None, stored.flags.split(",")), FLAG_EDITED}))
-    session.add(
-        Event(
-            created_at=utcnow(),
-            kind="message_edited",
-            actor="system",
-            ticket_id=stored.ticket_id,
-            customer_id=stored.customer_id,
-            data=json.dumps({"message_id": stored.id, "before": before}),
-        )
-    )
+    record_event(session, "message_edited", actor="system", ticket_id=stored.ticket_id,
+                 customer_id=stored.customer_id, message_id=stored.id, before=before)
     if stored.ticket_id is not None:
         ticket = session.get(Ticket, stored.ticket_id)
         if ticket is not None and ticket.last_message_at == stored.sent_at:

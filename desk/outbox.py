@@ -8,7 +8,6 @@ provider's reason. Replies of one ticket go out in order.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,8 +26,8 @@ from connectors.base import (
 )
 from desk.identity import normalize_lenient
 from desk.ingest import snippet
-from desk.models import Event, Identity, Message, Ticket
-from desk.store import Store
+from desk.models import Identity, Message, Ticket
+from desk.store import Store, record_event
 from desk.tickets import TicketError, reply_subject, set_status
 from desk.timeutil import to_store, utcnow
 
@@ -209,16 +208,9 @@ def retry(session: Session, message_id: int, *, actor: str) -> Message:
     message.status = "queued"
     message.next_attempt_at = utcnow()
     message.attempts = 0
-    session.add(
-        Event(
-            created_at=utcnow(),
-            kind="retry",
-            actor=actor,
-            ticket_id=message.ticket_id,
-            customer_id=message.customer_id,
-            data=json.dumps({"message_id": message_id, "before": before, "error": error}),
-        )
-    )
+    record_event(session, "retry", actor=actor, ticket_id=message.ticket_id,
+                 customer_id=message.customer_id, message_id=message_id, before=before,
+                 error=error)
     session.flush()
     return message
 
@@ -327,16 +319,8 @@ def record_failure(
     if permanent or message.attempts >= MAX_ATTEMPTS:
         message.status = "failed"
         message.next_attempt_at = None
-        session.add(
-            Event(
-                created_at=utcnow(),
-                kind="delivery_failed",
-                actor="system",
-                ticket_id=message.ticket_id,
-                customer_id=message.customer_id,
-                data=json.dumps({"message_id": message_id, "error": reason}),
-            )
-        )
+        record_event(session, "delivery_failed", actor="system", ticket_id=message.ticket_id,
+                     customer_id=message.customer_id, message_id=message_id, error=reason)
     else:
         message.status = "queued"
         message.next_attempt_at = utcnow() + backoff(message.attempts, retry_after)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel
 
 from desk import models
-from desk.models import Customer, Identity, Message, Meta, SyncState, Ticket, TicketTag
+from desk.models import Customer, Event, Identity, Message, Meta, SyncState, Ticket, TicketTag
 from desk.timeutil import utcnow
 
 SCHEMA_VERSION = 1
@@ -344,6 +344,25 @@ def customer_identities(session: Session, customer_ids: Sequence[int]) -> dict[i
     ).scalars():
         result[identity.customer_id].append(identity)
     return result
+
+
+def record_event(
+    session: Session,
+    kind: str,
+    /,
+    *,
+    actor: str,
+    ticket_id: int | None = None,
+    customer_id: int | None = None,
+    **data: Any,
+) -> Event:
+    """Add an audit Event (status, assignment, tags, delivery, edits …) to the session."""
+    audit = Event(
+        created_at=utcnow(), kind=kind, actor=actor, ticket_id=ticket_id,
+        customer_id=customer_id, data=json.dumps(data, default=str),
+    )
+    session.add(audit)
+    return audit
 
 
 def get_cursor(session: Session, connector: str) -> dict[str, Any] | None:

@@ -6,7 +6,6 @@ path can apply it to a whole batch in memory. The agent actions below each write
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from sqlalchemy import delete, select
 from sqlmodel import Session
 
 from desk.models import LIVE_STATUSES, PRIORITIES, TICKET_STATUSES, Event, Ticket, TicketTag
+from desk.store import record_event
 from desk.timeutil import utcnow
 
 SUBJECT_TOKEN = re.compile(r"\[#(\d{1,12})\]")
@@ -115,16 +115,8 @@ def _ticket(session: Session, ticket_id: int) -> Ticket:
 
 
 def _event(session: Session, ticket: Ticket, kind: str, actor: str, **data: object) -> None:
-    session.add(
-        Event(
-            created_at=utcnow(),
-            kind=kind,
-            actor=actor,
-            ticket_id=ticket.id,
-            customer_id=ticket.customer_id,
-            data=json.dumps(data, default=str),
-        )
-    )
+    record_event(session, kind, actor=actor, ticket_id=ticket.id,
+                 customer_id=ticket.customer_id, **data)
 
 
 def set_status(
