@@ -67,15 +67,9 @@ def _json(value: Any) -> None:
 
 
 def _ago(moment: Any) -> str:
-    from desk.timeutil import to_store, utcnow
+    from desk.timeutil import ago
 
-    if moment is None:
-        return "-"
-    seconds = int((utcnow() - to_store(moment)).total_seconds())  # type: ignore[operator]
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
+    return ago(moment) or "-"
 
 
 # --------------------------------------------------------------------------------------------

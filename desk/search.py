@@ -103,7 +103,7 @@ def _snippet(body: str, query: str, width: int = 160) -> str:
     """The part of `body` around the first matched word."""
     words = [w.strip('"').rstrip("*").lower() for w in _TOKEN.findall(query)]
     lowered = body.lower()
-    positions = [lowered.find(w) for w in words if w and lowered.find(w) >= 0]
+    positions = [p for p in (lowered.find(w) for w in words if w) if p >= 0]
     start = max(0, min(positions) - width // 3) if positions else 0
     if start:
         # begin at a word boundary, and say that the text goes on before it

@@ -40,6 +40,17 @@ def to_store(moment: datetime | None) -> datetime | None:
     return moment.astimezone(UTC)
 
 
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """A short age such as `5m`, `3h` or `2d`; empty for no time."""
+    if moment is None:
+        return ""
+    seconds = max(0, int(((now or utcnow()) - to_store(moment)).total_seconds()))  # type: ignore[operator]
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return "now"
+
+
 def iso(moment: datetime | None) -> str | None:
     """ISO 8601 with an explicit UTC offset, for JSON output."""
     aware = to_store(moment)

@@ -18,22 +18,13 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from desk.textsafe import printable
+from desk.timeutil import ago
 from desk.tui.messages import TicketChosen
 from desk.views import RowLoader, TicketRow
 
 PAGE = 100
 CACHED_PAGES = 20
 CHANNEL_MARKS = {"email": "✉", "sms": "☏", "telegram": "✈"}
-
-def age(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return ""
-    seconds = max(0, int((now - moment).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return "now"
-
 
 class TicketList(ScrollView, can_focus=True):
     """Rows of the current queue; `j`/`k` move, `enter` opens."""
@@ -137,12 +128,12 @@ class TicketList(ScrollView, can_focus=True):
         unread = self.get_component_rich_style("ticket-list--unread") if row.unread else Style()
         dim = self.get_component_rich_style("ticket-list--dim")
         marks = "".join(CHANNEL_MARKS.get(c, "?") for c in row.channels)
-        waiting = age(row.waiting_since, now)
+        waiting = ago(row.waiting_since, now)
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         text.append("● " if row.unread else "  ", unread)
         text.append(printable(row.customer_name, single_line=True)[:22].ljust(22), unread)
         text.append(f" {marks:<3} ", dim)
-        text.append(age(row.last_message_at, now).rjust(4), dim)
+        text.append(ago(row.last_message_at, now).rjust(4), dim)
         text.append(f" {('⏳' + waiting) if waiting else '':<6} ", dim)
         text.append(printable(row.title, single_line=True))
         text.truncate(width, overflow="ellipsis", pad=True)
