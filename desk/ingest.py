@@ -189,12 +189,14 @@ class _Batch:
                 refs.update(filter(None, [message.in_reply_to, *message.references]))
                 token_ids.update(subject_tokens(message.subject))
         for chunk in _chunks(sorted(refs)):
-            for provider_id, ticket_id, customer_id, direction in session.execute(
+            for provider_id, ticket_id, customer_id, direction, name in session.execute(
                 select(Message.provider_id, Message.ticket_id, Message.customer_id,
-                       Message.direction).where(Message.provider_id.in_(chunk))
+                       Message.direction, Customer.name)
+                .join(Customer, Customer.id == Message.customer_id)
+                .where(Message.provider_id.in_(chunk))
             ):
                 self.threads.setdefault(
-                    provider_id, _Thread(ticket_id, self._customer(customer_id), direction)
+                    provider_id, _Thread(ticket_id, self._customer(customer_id, name), direction)
                 )  # type: ignore[arg-type]
         thread_ticket_ids = {t.ticket for t in self.threads.values() if t.ticket is not None}
         self._load_tickets(Ticket.id.in_(sorted(thread_ticket_ids | token_ids)))  # type: ignore[arg-type]
@@ -213,21 +215,25 @@ class _Batch:
                 or_(Ticket.status.in_(LIVE_STATUSES), Ticket.resolved_at >= cutoff),
             )
 
-    def _customer(self, customer_id: int, name: str | None = None) -> _Customer:
+    def _customer(self, customer_id: int, name: str) -> _Customer:
         customer = self.customers_by_id.get(customer_id)
         if customer is None:
-            if name is None:
-                name = self.session.execute(
-                    select(Customer.name).where(Customer.id == customer_id)
-                ).scalar() or ""
             customer = self.customers_by_id[customer_id] = _Customer(customer_id, name)
         return customer
 
     def _load_tickets(self, *where: Any) -> None:
-        for row in self.session.execute(select(*_TICKET_COLUMNS).where(*where)).mappings():
-            if row["id"] in self.tickets_by_id:
+        # The customer's name comes along, so no customer is looked up one row at a time.
+        query = (
+            select(*_TICKET_COLUMNS, Customer.name.label("customer_name"))
+            .join(Customer, Customer.id == Ticket.customer_id)
+            .where(*where)
+        )
+        for found in self.session.execute(query).mappings():
+            if found["id"] in self.tickets_by_id:
                 continue
-            ticket = _Ticket(dict(row), self._customer(row["customer_id"]))
+            row = dict(found)
+            customer = self._customer(row["customer_id"], row.pop("customer_name"))
+            ticket = _Ticket(row, customer)
             self.tickets_by_id[row["id"]] = ticket
             self.tickets_by_customer.setdefault(ticket.customer, []).append(ticket)
 
