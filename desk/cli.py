@@ -36,10 +36,15 @@ def _settings(args: argparse.Namespace, *, check_secrets: bool = False) -> Setti
     return load_config(path, check_secrets=check_secrets)
 
 
+def _store_url(db: str) -> str:
+    """A --db value as a URL: a database URL as given, a file path as SQLite."""
+    return db if "://" in db else f"sqlite:///{Path(db).expanduser().resolve()}"
+
+
 def _db_url(args: argparse.Namespace, settings: Settings) -> str:
     db = args.db or os.environ.get("DESK_DB")
     if db:
-        return db if "://" in db else f"sqlite:///{Path(db).expanduser().resolve()}"
+        return _store_url(db)
     return settings.store.db_url
 
 
@@ -107,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.db:
         if "://" in args.db and not args.db.startswith("sqlite"):
             raise CommandError("desk demo builds a SQLite store: give --db a file path")
-        url = args.db if "://" in args.db else f"sqlite:///{Path(args.db).expanduser().resolve()}"
+        url = _store_url(args.db)
     else:
         path = Path(user_data_dir("desk")) / "demo.db"
         # The default demo store is ours alone, so it is rebuilt fresh every time.
