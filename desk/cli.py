@@ -128,18 +128,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _out(", ".join(f"{count} {name}" for name, count in counts.items()))
     if args.no_tui:
         return 0
-    return _open_app(url, args)
+    return _open_app(url, _settings(args))
 
 
-def _open_app(url: str, args: argparse.Namespace) -> int:
+def _open_app(url: str, settings: Settings) -> int:
     from desk.tui.app import run_app
 
-    return run_app(url, config=args.config)
+    return run_app(url, settings)
 
 
 def cmd_app(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    return _open_app(_db_url(args, settings), args)
+    return _open_app(_db_url(args, settings), settings)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

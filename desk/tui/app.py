@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from textual.app import App
 from textual.binding import Binding
 
-from desk.config import Settings, find_config_path, load_config
+from desk.config import Settings
 from desk.store import Store
 from desk.tui.screens.main import MainScreen
 
@@ -41,7 +39,6 @@ class DeskApp(App[None]):
         self._data_version = version
 
 
-def run_app(url: str, *, config: str | Path | None = None) -> int:
-    settings = load_config(find_config_path(config))
+def run_app(url: str, settings: Settings) -> int:
     DeskApp(Store(url), settings).run()
     return 0
