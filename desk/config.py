@@ -35,6 +35,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from connectors.base import Channel
+from desk.keys import ALL_IDS
 
 APP_NAME = "desk"
 CONFIG_FILENAME = "config.toml"
@@ -325,6 +326,7 @@ class DeskSettings(_Model):
     agents: list[NonEmptyStr] = []
     default_region: Annotated[str, AfterValidator(_check_region)] = "US"
     reopen_window_days: Annotated[int, Field(ge=0)] = 7
+    bell: bool = False
 
 
 class CannedReply(_Model):
@@ -798,6 +800,16 @@ class _Loader:
                     "[keymap]",
                     f'"{action}" must be a key such as "ctrl+r", got {_describe(key)}',
                 )
+            elif action not in ALL_IDS:
+                self.error(
+                    ("keymap",),
+                    action,
+                    "[keymap]",
+                    f'"{action}" is not an action of the app{_did_you_mean(action, ALL_IDS)}; '
+                    "`?` in the app lists them",
+                )
+            elif not key.strip() or any(not part.strip() for part in key.split(",")):
+                self.error(("keymap",), action, "[keymap]", f'"{action}" has an empty key')
         return keymap
 
 

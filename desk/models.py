@@ -165,3 +165,13 @@ class Event(SQLModel, table=True):
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
     customer_id: int | None = Field(default=None, foreign_key="customer.id")
     data: str = "{}"  # JSON
+
+
+class Presence(SQLModel, table=True):
+    """Who is doing what on a ticket right now (an agent writing a reply), so other app
+    instances can say so. Rows are renewed while the activity lasts and expire on their own."""
+
+    agent: str = Field(primary_key=True)
+    ticket_id: int = Field(primary_key=True)
+    activity: str  # "reply" or "note"
+    updated_at: datetime

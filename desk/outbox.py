@@ -223,9 +223,14 @@ _GSM_BASIC = frozenset(
 _GSM_EXTENDED = frozenset("^{}\\[~]|€\f")
 
 
+def is_gsm7(text: str) -> bool:
+    """Whether an SMS of `text` goes out in the GSM-7 alphabet (else UCS-2, 70 per segment)."""
+    return all(ch in _GSM_BASIC or ch in _GSM_EXTENDED for ch in text)
+
+
 def sms_segments(text: str) -> tuple[int, int]:
     """(characters, segments) of an SMS: GSM-7 fits 160 (153 when split), UCS-2 70 (67)."""
-    if all(ch in _GSM_BASIC or ch in _GSM_EXTENDED for ch in text):
+    if is_gsm7(text):
         units = len(text) + sum(ch in _GSM_EXTENDED for ch in text)
         single, multi = 160, 153
     else:

@@ -7,6 +7,7 @@ holds the FTS5 index and its triggers; PostgreSQL gets its own equivalent there.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, select
+from sqlalchemy import Engine, case, create_engine, event, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel
@@ -24,7 +25,7 @@ from desk import models
 from desk.models import Customer, Event, Identity, Message, Meta, SyncState, Ticket, TicketTag
 from desk.timeutil import utcnow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StoreError(Exception):
@@ -82,7 +83,11 @@ def is_sqlite(engine: Engine) -> bool:
 # SCHEMA_VERSION - 1, each in its own transaction. To change the schema: bump SCHEMA_VERSION,
 # change the models, and add MIGRATIONS[old_version] doing the same change on an existing store.
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+def _add_presence(conn: Connection) -> None:
+    models.Presence.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_presence}
 
 
 # ---- SQLite-specific: full-text index (FTS5, external content on message) -------------------
@@ -148,6 +153,8 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._write_engine = self.engine.execution_options(desk_write=True)
+        self._watch: Connection | None = None
+        self._watch_lock = threading.Lock()
         migrate(self._write_engine)
 
     @contextmanager
@@ -181,10 +188,19 @@ class Store:
         if not is_sqlite(self.engine):
             with self.engine.connect() as conn:
                 return int(conn.execute(select(func.max(Message.id))).scalar() or 0)
-        with self.engine.connect() as conn:
-            return int(conn.exec_driver_sql("PRAGMA data_version").scalar() or 0)
+        # data_version counts commits by *other* connections, per connection: ask the same
+        # one every time or the numbers are not comparable.
+        with self._watch_lock:
+            if self._watch is None:
+                self._watch = self.engine.connect()
+            value = self._watch.exec_driver_sql("PRAGMA data_version").scalar()
+            self._watch.rollback()
+            return int(value or 0)
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         self.engine.dispose()
 
 
@@ -288,6 +304,29 @@ def queue_counts(session: Session, agent: str | None) -> dict[str, int]:
     return counts
 
 
+def channel_counts(session: Session, channels: Iterable[str]) -> dict[str, int]:
+    """Open tickets that used each channel."""
+    return {
+        channel: int(session.execute(
+            _queue_filter(select(func.count()).select_from(Ticket), "open", None, channel, None)
+        ).scalar_one())
+        for channel in channels
+    }
+
+
+def tag_counts(session: Session, limit: int = 50) -> dict[str, int]:
+    """Open tickets per tag, for every tag in use (the first `limit`, by name)."""
+    open_ticket = case((Ticket.status == "open", 1), else_=0)
+    rows = session.execute(
+        select(TicketTag.tag, func.sum(open_ticket))
+        .join(Ticket, Ticket.id == TicketTag.ticket_id)
+        .group_by(TicketTag.tag)
+        .order_by(TicketTag.tag)
+        .limit(limit)
+    )
+    return {tag: int(count or 0) for tag, count in rows}
+
+
 def _message_window(
     session: Session, where: Any, limit: int, before: tuple[datetime, int] | None
 ) -> list[Message]:
@@ -321,6 +360,35 @@ def customer_timeline(
 ) -> list[Message]:
     """The newest messages of a customer across every channel and ticket (oldest first)."""
     return _message_window(session, Message.customer_id == customer_id, limit, before)
+
+
+def earlier_count(session: Session, customer_id: int, before: tuple[datetime, int]) -> int:
+    """How many of the customer's messages come before a timeline position."""
+    moment, message_id = before
+    return int(session.execute(
+        select(func.count()).select_from(Message).where(
+            Message.customer_id == customer_id,
+            or_(Message.sent_at < moment, (Message.sent_at == moment) & (Message.id < message_id)),
+        )
+    ).scalar_one())
+
+
+def customer_events(
+    session: Session,
+    customer_id: int,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 200,
+) -> list[Event]:
+    """The customer's audit events (their tickets' too), newest `limit` in the period, oldest
+    first."""
+    query = select(Event).where(Event.customer_id == customer_id)
+    if since is not None:
+        query = query.where(Event.created_at >= since)
+    if until is not None:
+        query = query.where(Event.created_at < until)
+    return list(session.execute(query.order_by(Event.id.desc()).limit(limit)).scalars())[::-1]
 
 
 def recent_customers(session: Session, *, limit: int = 50) -> list[Customer]:

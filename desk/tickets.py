@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Literal
 
 from sqlalchemy import delete, select
@@ -242,5 +242,60 @@ def snooze_delta(spec: str) -> timedelta:
     return timedelta(**{{"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: amount})
 
 
-def snooze_until(spec: str, now: datetime | None = None) -> datetime:
-    return (now or utcnow()) + snooze_delta(spec)
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_MORNING = time(9, 0)
+
+
+def snooze_until(spec: str, now: datetime | None = None, tz: tzinfo | None = None) -> datetime:
+    """When a snooze written by an agent ends, in UTC. Accepts a duration (`4h`, `2d`), a time
+    of day (`14:30`, the next one), `tomorrow` or a weekday (`mon`, optionally with a time;
+    09:00 when none), or a date (`2026-12-01`, optionally with a time), in the local zone `tz`."""
+    now = now or utcnow()
+    local_now = now.astimezone(tz)
+    words = spec.strip().lower().split()
+    if len(words) == 1 and re.fullmatch(r"\d+\s*[mhdw]", words[0]):
+        return now + snooze_delta(words[0])
+    if not words:
+        raise TicketError("snooze until when? write e.g. 4h, 2d, 14:30, tomorrow or mon 9:00")
+    at = _time_of_day(words[-1]) if len(words) in (1, 2) else None
+    day_words = words[:-1] if at is not None else words
+    if len(day_words) > 1:
+        raise TicketError(f"not a time: {spec!r}; write e.g. 4h, 2d, 14:30, tomorrow or mon 9:00")
+    day = day_words[0] if day_words else None
+    if day is None:
+        moment = datetime.combine(local_now.date(), at, local_now.tzinfo)  # type: ignore[arg-type]
+        if moment <= local_now:
+            moment += timedelta(days=1)
+        return moment.astimezone(UTC)
+    at = at or _MORNING
+    if day == "tomorrow":
+        date_ = local_now.date() + timedelta(days=1)
+    elif len(day) >= 3 and any(name.startswith(day) for name in _WEEKDAYS):
+        weekday = next(i for i, name in enumerate(_WEEKDAYS) if name.startswith(day))
+        ahead = (weekday - local_now.weekday()) % 7 or 7
+        date_ = local_now.date() + timedelta(days=ahead)
+    else:
+        try:
+            date_ = datetime.strptime(day, "%Y-%m-%d").date()
+        except ValueError:
+            raise TicketError(
+                f"not a time: {spec!r}; write e.g. 4h, 2d, 14:30, tomorrow or mon 9:00"
+            ) from None
+    moment = datetime.combine(date_, at, local_now.tzinfo).astimezone(UTC)
+    if moment <= now:
+        raise TicketError(f"{spec!r} is in the past")
+    return moment
+
+
+def _time_of_day(word: str) -> time | None:
+    match = re.fullmatch(r"(\d{1,2})(?::(\d{2}))?(am|pm)?", word)
+    if not match or (match.group(2) is None and match.group(3) is None):
+        return None
+    hour, minute = int(match.group(1)), int(match.group(2) or 0)
+    if match.group(3):
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if match.group(3) == "pm" else 0)
+    if hour > 23 or minute > 59:
+        return None
+    return time(hour, minute)

@@ -324,8 +324,18 @@ def test_desk_section_is_validated(tmp_path: Path) -> None:
 
 
 def test_keymap_values_must_be_strings(tmp_path: Path) -> None:
-    path = write(tmp_path, '[keymap]\nreply = "r"\nquit = 3\n')
-    assert errors_of(path) == [f'{path}:3: [keymap]: "quit" must be a key such as "ctrl+r", got 3']
+    path = write(tmp_path, '[keymap]\n"ticket.reply" = "r"\n"app.quit" = 3\n')
+    assert errors_of(path) == [
+        f'{path}:3: [keymap]: "app.quit" must be a key such as "ctrl+r", got 3'
+    ]
+
+
+def test_keymap_names_an_unknown_action_with_a_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, '[keymap]\n"ticket.replly" = "r"\n')
+    assert errors_of(path) == [
+        f'{path}:2: [keymap]: "ticket.replly" is not an action of the app (did you mean '
+        '"ticket.reply"?); `?` in the app lists them'
+    ]
 
 
 def test_toml_syntax_error_names_line_and_column(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import T0, count
@@ -313,3 +313,28 @@ def test_subject_helpers() -> None:
     assert tickets.snooze_delta("2d") == timedelta(days=2)
     with pytest.raises(tickets.TicketError, match="not a duration"):
         tickets.snooze_delta("soon")
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("4h", datetime(2026, 3, 4, 14, 0, tzinfo=UTC)),  # T0-like now: Wed 2026-03-04 10:00
+        ("14:30", datetime(2026, 3, 4, 14, 30, tzinfo=UTC)),
+        ("9:15", datetime(2026, 3, 5, 9, 15, tzinfo=UTC)),  # already past today: tomorrow
+        ("2pm", datetime(2026, 3, 4, 14, 0, tzinfo=UTC)),
+        ("tomorrow", datetime(2026, 3, 5, 9, 0, tzinfo=UTC)),
+        ("tomorrow 7:45", datetime(2026, 3, 5, 7, 45, tzinfo=UTC)),
+        ("mon", datetime(2026, 3, 9, 9, 0, tzinfo=UTC)),
+        ("Wednesday 8:00", datetime(2026, 3, 11, 8, 0, tzinfo=UTC)),  # today is Wed: next week
+        ("2026-04-01 17:00", datetime(2026, 4, 1, 17, 0, tzinfo=UTC)),
+    ],
+)
+def test_snooze_until_reads_what_an_agent_types(spec: str, expected: datetime) -> None:
+    now = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
+    assert tickets.snooze_until(spec, now, tz=UTC) == expected
+
+
+@pytest.mark.parametrize("spec", ["soon", "", "25:00", "2026-01-01", "next blue moon"])
+def test_snooze_until_refuses_what_it_cannot_read_or_the_past(spec: str) -> None:
+    with pytest.raises(tickets.TicketError):
+        tickets.snooze_until(spec, datetime(2026, 3, 4, 10, 0, tzinfo=UTC), tz=UTC)

@@ -2,41 +2,102 @@
 
 from __future__ import annotations
 
-from textual.app import App
-from textual.binding import Binding
+from collections.abc import Iterable
+from functools import partial
 
+from textual import work
+from textual.app import App, SystemCommand
+from textual.message import Message
+from textual.screen import Screen
+
+from desk import views
 from desk.config import Settings
+from desk.keys import APP, MAIN
 from desk.store import Store
+from desk.textsafe import printable
+from desk.tui.bindings import bindings
+from desk.tui.screens.composer import ComposerScreen, Draft
+from desk.tui.screens.help import HelpScreen
 from desk.tui.screens.main import MainScreen
+from desk.tui.widgets.queue_list import CHANNEL_QUEUES, STATUS_QUEUES
 
 LIVE_POLL_SECONDS = 1.0
+PALETTE_AREAS = {"ticket": "ticket", "customer": "customer", "app": "app"}
 
 
 class DeskApp(App[None]):
     CSS_PATH = "desk.tcss"
     TITLE = "desk"
-    BINDINGS = [Binding("q", "quit", "Quit", id="app.quit")]
+    BINDINGS = bindings(APP)
+
+    class Arrived(Message):
+        def __init__(self, arrivals: list[views.Arrival], newest_id: int) -> None:
+            super().__init__()
+            self.arrivals, self.newest_id = arrivals, newest_id
 
     def __init__(self, store: Store, settings: Settings) -> None:
         super().__init__()
         self.store = store
         self.settings = settings
         self.agent = settings.desk.agent
+        self.connectors_by_channel = {
+            c.channel: c.name for c in settings.connectors if c.enabled
+        }
+        self.drafts: dict[Draft, str] = {}
         self._data_version: int | None = None
+        self._seen_message_id: int | None = None
+        self.set_keymap(settings.keymap)
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
         # PRAGMA data_version changes only when another connection commits: a cheap way to
         # see the daemon's (or another agent's) writes without re-reading anything.
-        self.set_interval(LIVE_POLL_SECONDS, self._poll_store)
+        self.set_interval(LIVE_POLL_SECONDS, self.poll_store)
+        self.poll_store()
 
-    def _poll_store(self) -> None:
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def poll_store(self) -> None:
         version = self.store.data_version()
-        if self._data_version is not None and version != self._data_version:
-            screen = self.screen
-            if isinstance(screen, MainScreen):
-                screen.refresh_from_store()
+        if version == self._data_version:
+            return
+        first = self._data_version is None
         self._data_version = version
+        newest = views.newest_message_id(self.store)
+        if first or self._seen_message_id is None:
+            self._seen_message_id = newest
+            return
+        arrivals = views.arrivals_for(self.store, self.agent, self._seen_message_id)
+        self.post_message(self.Arrived(arrivals, newest))
+
+    def on_desk_app_arrived(self, message: Arrived) -> None:
+        self._seen_message_id = max(self._seen_message_id or 0, message.newest_id)
+        for screen in self.screen_stack:
+            if isinstance(screen, MainScreen | ComposerScreen):
+                screen.refresh_from_store()
+        for arrival in message.arrivals:
+            self.notify(
+                f"#{arrival.ticket_id} ({arrival.channel}): "
+                f"{printable(arrival.snippet, single_line=True)[:120]}",
+                title=f"{printable(arrival.customer_name, single_line=True)} wrote",
+            )
+        if message.arrivals and self.settings.desk.bell:
+            self.bell()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if isinstance(screen, MainScreen):
+            for key in MAIN:
+                area = key.id.split(".")[0]
+                yield SystemCommand(f"{PALETTE_AREAS.get(area, area)}: {key.description}",
+                                    f"key {key.keys} · id {key.id}",
+                                    partial(screen.run_action, key.action))
+            for queue, label in {**STATUS_QUEUES, **CHANNEL_QUEUES}.items():
+                yield SystemCommand(f"queue: {label.split(' ')[-1]}", f"show the {queue} queue",
+                                    partial(screen.show_queue, queue))
 
 
 def run_app(url: str, settings: Settings) -> int:

@@ -1,127 +1,481 @@
-"""The main screen: queues on the left, the queue's tickets, the open conversation."""
+"""The main screen: queues, the queue's tickets, and the open customer's timeline."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
+from rich.text import Text
+from sqlmodel import Session
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.events import Resize
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList
-from textual.widgets.option_list import Option
 
+from desk import identity, views
 from desk import tickets as ticket_actions
-from desk import views
-from desk.store import QUEUES
+from desk.keys import MAIN
+from desk.models import PRIORITIES
+from desk.outbox import retry
+from desk.textsafe import printable
+from desk.tui.bindings import bindings
 from desk.tui.messages import TicketChosen
-from desk.tui.widgets.conversation import ConversationView
+from desk.tui.screens.composer import ComposerScreen, Draft
+from desk.tui.screens.help import HelpScreen
+from desk.tui.screens.merge import MergeScreen
+from desk.tui.screens.pickers import ChoiceScreen, PromptScreen
+from desk.tui.screens.search import SearchScreen
+from desk.tui.widgets.customer_panel import CustomerPanel, PresenceBar
+from desk.tui.widgets.queue_list import CHANNELS, QueueList
 from desk.tui.widgets.ticket_list import TicketList
+from desk.tui.widgets.timeline import TimelineView
 
-QUEUE_LABELS = {
-    "mine": "Mine", "unassigned": "Unassigned", "open": "Open", "pending": "Pending",
-    "snoozed": "Snoozed", "resolved": "Resolved", "all": "All",
-}  # fmt: skip
+# Below NARROW columns one pane shows at a time (the list, or the open ticket); from WIDE up
+# the customer panel gets its own column.
+NARROW = 100
+WIDE = 150
+TIMELINE_PAGE = 50
+IDENTITY_KINDS = {"email": "email", "phone": "phone", "sms": "phone", "telegram": "telegram"}
+
+Write = Callable[[Session], Any]
 
 
 class MainScreen(Screen[None]):
-    BINDINGS = [
-        Binding("a", "resolve", "Resolve", id="ticket.resolve"),
-        Binding("u", "unfold", "Unfold quotes", id="ticket.unfold"),
-        Binding("escape", "focus_list", "Back", show=False, id="list.back"),
-    ]
+    BINDINGS = bindings(MAIN)
+    AUTO_FOCUS = "#tickets"
 
     class CountsLoaded(Message):
-        def __init__(self, counts: dict[str, int]) -> None:
+        def __init__(self, figures: views.QueueFigures) -> None:
             super().__init__()
-            self.counts = counts
+            self.figures = figures
 
-    class ConversationLoaded(Message):
-        def __init__(self, conversation: views.Conversation | None) -> None:
+    class TimelineLoaded(Message):
+        def __init__(self, timeline: views.Timeline | None, keep_position: bool) -> None:
             super().__init__()
-            self.conversation = conversation
+            self.timeline, self.keep_position = timeline, keep_position
+
+    class Written(Message):
+        def __init__(self, summary: str | None, error: str | None) -> None:
+            super().__init__()
+            self.summary, self.error = summary, error
 
     def __init__(self) -> None:
         super().__init__()
         self.queue = "open"
         self.ticket_id: int | None = None
+        self.timeline: views.Timeline | None = None
+        self.timeline_limit = TIMELINE_PAGE
 
     def compose(self) -> ComposeResult:
-        yield OptionList(*[Option(QUEUE_LABELS[q], id=q) for q in QUEUES], id="queues")
-        yield TicketList(self._loader(), id="tickets")
-        yield ConversationView(id="conversation")
+        with Horizontal(id="panes"):
+            yield QueueList(self.queue, id="queues")
+            yield TicketList(self._loader(), id="tickets")
+            with Vertical(id="detail"):
+                yield PresenceBar("", id="presence")
+                with Horizontal(id="detail-body"):
+                    yield TimelineView(id="timeline")
+                    yield CustomerPanel("", id="customer")
         yield Footer()
 
     def _loader(self) -> views.RowLoader:
         return partial(views.ticket_rows, self.app.store, self.queue, self.app.agent)  # type: ignore[attr-defined]
 
     def on_mount(self) -> None:
-        queues = self.query_one("#queues", OptionList)
-        queues.highlighted = QUEUES.index(self.queue)
-        self.query_one(TicketList).reload()
-        self.query_one(TicketList).focus()
+        self.query_one(PresenceBar).display = False
+        tickets = self.query_one(TicketList)
+        tickets.reload()
+        tickets.focus()
         self.load_counts()
 
+    def on_resize(self, event: Resize) -> None:
+        self.set_class(event.size.width < NARROW, "-narrow")
+        self.set_class(event.size.width >= WIDE, "-wide")
+
     def refresh_from_store(self) -> None:
-        """Something else changed the store: re-read what is on screen."""
+        """Something changed the store: re-read what is on screen, keeping the agent's place."""
         self.query_one(TicketList).reload(keep_cursor=True)
         self.load_counts()
         if self.ticket_id is not None:
-            self.load_conversation(self.ticket_id)
+            self.load_timeline(self.ticket_id, keep_position=True)
 
-    # ---- workers ------------------------------------------------------------------------------
+    # ---- workers: read, then post ------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="counts", exit_on_error=False)
     def load_counts(self) -> None:
-        self.post_message(self.CountsLoaded(views.queue_figures(self.app.store, self.app.agent)))  # type: ignore[attr-defined]
+        figures = views.queue_figures(self.app.store, self.app.agent, CHANNELS)  # type: ignore[attr-defined]
+        self.post_message(self.CountsLoaded(figures))
 
-    @work(thread=True, exclusive=True, group="conversation", exit_on_error=False)
-    def load_conversation(self, ticket_id: int) -> None:
-        self.post_message(self.ConversationLoaded(views.conversation(self.app.store, ticket_id)))  # type: ignore[attr-defined]
-
-    @work(thread=True, exit_on_error=False)
-    def write(self, action: str, ticket_id: int) -> None:
+    @work(thread=True, exclusive=True, group="timeline", exit_on_error=False)
+    def load_timeline(self, ticket_id: int, keep_position: bool = False) -> None:
         store, agent = self.app.store, self.app.agent  # type: ignore[attr-defined]
-        if action == "resolve":
-            store.write(lambda s: ticket_actions.set_status(s, ticket_id, "resolved", actor=agent))
-        self.app.call_from_thread(self.refresh_from_store)
+        timeline = views.timeline(store, ticket_id, agent=agent, limit=self.timeline_limit)
+        self.post_message(self.TimelineLoaded(timeline, keep_position))
+        if timeline is not None and timeline.ticket.unread_count:
+            store.write(lambda s: ticket_actions.mark_read(s, ticket_id))
+
+    @work(thread=True, exit_on_error=False, group="write")
+    def write(self, change: Write, summary: str | None = None) -> None:
+        """Run one change through `desk` functions in a short write transaction."""
+        try:
+            self.app.store.write(change)  # type: ignore[attr-defined]
+        except ValueError as error:  # TicketError, OutboxError, MergeError, IdentityError
+            self.post_message(self.Written(None, str(error)))
+            return
+        self.post_message(self.Written(summary, None))
 
     # ---- handlers -----------------------------------------------------------------------------
 
     def on_main_screen_counts_loaded(self, message: CountsLoaded) -> None:
-        queues = self.query_one("#queues", OptionList)
-        for index, queue in enumerate(QUEUES):
-            count = message.counts.get(queue)
-            label = QUEUE_LABELS[queue] + (f"  {count}" if count is not None else "")
-            queues.replace_option_prompt_at_index(index, label)
+        self.query_one(QueueList).show_figures(message.figures)
 
-    def on_main_screen_conversation_loaded(self, message: ConversationLoaded) -> None:
-        self.query_one(ConversationView).show(message.conversation)
+    def on_main_screen_timeline_loaded(self, message: TimelineLoaded) -> None:
+        timeline = message.timeline
+        if timeline is not None and timeline.ticket.id != self.ticket_id:
+            return  # the agent has moved on
+        self.timeline = timeline
+        self.query_one(TimelineView).show(timeline, keep_position=message.keep_position)
+        self.query_one(CustomerPanel).show(timeline)
+        self.query_one(PresenceBar).show(timeline)
+
+    def on_main_screen_written(self, message: Written) -> None:
+        if message.error:
+            self.notify(printable(message.error), severity="error", title="Not done")
+        elif message.summary:
+            self.notify(printable(message.summary))
+        self.refresh_from_store()
 
     def on_ticket_chosen(self, message: TicketChosen) -> None:
-        if message.ticket_id != self.ticket_id:
-            self.ticket_id = message.ticket_id
-            self.load_conversation(message.ticket_id)
-        if message.open_it:
-            self.query_one(ConversationView).focus()
+        self.open_ticket(message.ticket_id, focus=message.open_it)
+
+    def open_ticket(self, ticket_id: int, *, focus: bool = False) -> None:
+        if ticket_id != self.ticket_id:
+            self.ticket_id = ticket_id
+            self.timeline_limit = TIMELINE_PAGE
+            self.load_timeline(ticket_id)
+        if focus:
+            self.add_class("-reading")
+            self.query_one(TimelineView).focus()
 
     @on(OptionList.OptionSelected, "#queues")
     @on(OptionList.OptionHighlighted, "#queues")
     def choose_queue(self, event: OptionList.OptionHighlighted) -> None:
+        if isinstance(event, OptionList.OptionHighlighted) and not event.option_list.has_focus:
+            return  # the list moved by itself (mount, new counts), not the agent
         queue = event.option.id or "open"
         if queue != self.queue:
-            self.queue = queue
-            self.query_one(TicketList).reload(self._loader())
+            self.show_queue(queue)
+        if isinstance(event, OptionList.OptionSelected):
+            self.query_one(TicketList).focus()
+
+    def show_queue(self, queue: str) -> None:
+        self.queue = queue
+        self.query_one(QueueList).select_queue(queue)
+        self.query_one(TicketList).reload(self._loader())
 
     # ---- actions ------------------------------------------------------------------------------
 
+    def _ticket(self) -> views.Timeline | None:
+        """The open ticket, or a word to the agent that there is none."""
+        if self.timeline is None or self.ticket_id is None:
+            self.notify("Open a ticket first", severity="warning")
+            return None
+        return self.timeline
+
+    def action_reply(self, mode: str = "reply", text: str | None = None) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        drafts = self.app.drafts  # type: ignore[attr-defined]
+        draft = drafts.get(Draft(timeline.ticket.id, mode), "")  # type: ignore[arg-type]
+        composer = ComposerScreen(timeline, mode, text if text is not None else draft)
+        self.app.push_screen(composer, lambda _sent: self.refresh_from_store())
+
+    def action_note(self) -> None:
+        self.action_reply("note")
+
+    def action_editor(self) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        self.action_reply("reply")
+        composer = self.app.screen
+        if isinstance(composer, ComposerScreen):
+            composer.call_after_refresh(composer.action_editor)
+
+    def _set_status(self, status: str, until_spec: str | None = None) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        ticket_id, agent = timeline.ticket.id, self.app.agent  # type: ignore[attr-defined]
+        until = ticket_actions.snooze_until(until_spec) if until_spec else None
+        self.write(
+            lambda s: ticket_actions.set_status(s, ticket_id, status, actor=agent,  # type: ignore[arg-type]
+                                                snooze_until=until),
+            f"#{ticket_id} {status}" + (f" until {until.astimezone():%a %d %b %H:%M}"
+                                        if until else ""),
+        )
+
     def action_resolve(self) -> None:
-        if self.ticket_id is not None:
-            self.write("resolve", self.ticket_id)
+        self._set_status("resolved")
+
+    def action_reopen(self) -> None:
+        self._set_status("open")
+
+    def action_pending(self) -> None:
+        self._set_status("pending")
+
+    def action_status(self) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        choices = [("open", "Open"), ("pending", "Pending (waiting on the customer)"),
+                   ("snoozed", "Snooze until…"), ("resolved", "Resolved")]
+
+        def chosen(status: str | None) -> None:
+            if status == "snoozed":
+                self.action_snooze()
+            elif status is not None:
+                self._set_status(status)
+
+        self.app.push_screen(ChoiceScreen(f"Status of #{timeline.ticket.id}", choices,
+                                          current=timeline.ticket.status), chosen)
+
+    def action_snooze(self) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+
+        def check(spec: str) -> str | None:
+            try:
+                ticket_actions.snooze_until(spec)
+            except ticket_actions.TicketError as error:
+                return str(error)
+            return None
+
+        def chosen(spec: str | None) -> None:
+            if spec:
+                self._set_status("snoozed", spec)
+
+        self.app.push_screen(PromptScreen(
+            f"Snooze #{timeline.ticket.id} until", value="tomorrow",
+            hint="4h · 2d · 14:30 · tomorrow · mon 9:00 · 2026-12-01 — it reopens then",
+            check=check), chosen)
+
+    def action_assign(self) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        me = self.app.agent  # type: ignore[attr-defined]
+        others = [a for a in self.app.settings.desk.agents if a != me]  # type: ignore[attr-defined]
+        choices = [(f"agent:{me}", f"Me ({me})"), *[(f"agent:{a}", a) for a in others],
+                   ("nobody", "Nobody (unassigned)")]
+        current = f"agent:{timeline.ticket.assignee}" if timeline.ticket.assignee else "nobody"
+        ticket_id = timeline.ticket.id
+
+        def chosen(choice: str | None) -> None:
+            if choice is None:
+                return
+            assignee = choice.removeprefix("agent:") if choice != "nobody" else None
+            self.write(lambda s: ticket_actions.assign(s, ticket_id, assignee, actor=me),  # type: ignore[arg-type]
+                       f"#{ticket_id} assigned to {assignee}" if assignee
+                       else f"#{ticket_id} unassigned")
+
+        self.app.push_screen(ChoiceScreen(f"Assign #{ticket_id} to", choices, current=current),
+                             chosen)
+
+    def action_priority(self) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        ticket_id, agent = timeline.ticket.id, self.app.agent  # type: ignore[attr-defined]
+
+        def chosen(priority: str | None) -> None:
+            if priority is not None:
+                self.write(lambda s: ticket_actions.set_priority(s, ticket_id, priority,  # type: ignore[arg-type]
+                                                                 actor=agent),
+                           f"#{ticket_id} priority {priority}")
+
+        self.app.push_screen(ChoiceScreen(
+            f"Priority of #{ticket_id}", [(p, p.capitalize()) for p in PRIORITIES],
+            current=timeline.ticket.priority), chosen)
+
+    def action_tag(self) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        ticket_id, agent = timeline.ticket.id, self.app.agent  # type: ignore[attr-defined]
+        current = timeline.ticket.tags.replace(",", ", ")
+
+        def chosen(value: str | None) -> None:
+            if value is None:
+                return
+            tags = [tag for tag in value.split(",") if tag.strip()]
+            self.write(lambda s: ticket_actions.set_tags(s, ticket_id, tags, actor=agent),  # type: ignore[arg-type]
+                       f"#{ticket_id} tags: {', '.join(tags) or 'none'}")
+
+        self.app.push_screen(PromptScreen(
+            f"Tags of #{ticket_id}", value=current, placeholder="billing, vip",
+            hint="comma-separated; empty removes them all"), chosen)
+
+    def action_retry(self) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        self.retry_failed(timeline.ticket.id)  # type: ignore[arg-type]
+
+    @work(thread=True, exit_on_error=False, group="write")
+    def retry_failed(self, ticket_id: int) -> None:
+        failed = views.failed_messages(self.app.store, ticket_id)  # type: ignore[attr-defined]
+        self.app.call_from_thread(self._choose_retry, ticket_id, failed)
+
+    def _choose_retry(self, ticket_id: int, failed: list[Any]) -> None:
+        agent = self.app.agent  # type: ignore[attr-defined]
+        if not failed:
+            self.notify(f"#{ticket_id} has no failed message to retry")
+            return
+
+        def chosen(message_id: str | None) -> None:
+            if message_id is not None:
+                self.write(lambda s: retry(s, int(message_id), actor=agent),
+                           f"Message {message_id} queued again")
+
+        if len(failed) == 1:
+            chosen(str(failed[0].id))
+            return
+        choices = [(str(m.id), Text(f"{m.channel} to {m.recipient}: "
+                                    f"{printable(m.error or '', single_line=True)[:60]}"))
+                   for m in failed]
+        self.app.push_screen(ChoiceScreen("Retry which message?", choices), chosen)
+
+    def action_merge(self) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        customer = timeline.customer
+        agent = self.app.agent  # type: ignore[attr-defined]
+
+        def chosen(other_id: int | None) -> None:
+            if other_id is None:
+                return
+            self.write(
+                lambda s: identity.merge(s, customer.id, other_id, actor=agent,  # type: ignore[arg-type]
+                                         reason="merged by hand"),
+                f"Customer #{other_id} merged into #{customer.id}",
+            )
+
+        self.app.push_screen(MergeScreen(customer.id, customer.name), chosen)  # type: ignore[arg-type]
+
+    def action_unmerge(self) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        self.find_merged(timeline.customer.id)  # type: ignore[arg-type]
+
+    @work(thread=True, exit_on_error=False, group="write")
+    def find_merged(self, customer_id: int) -> None:
+        merged = views.merged_into(self.app.store, customer_id)  # type: ignore[attr-defined]
+        self.app.call_from_thread(self._choose_unmerge, merged)
+
+    def _choose_unmerge(self, merged: list[views.MergedCustomer]) -> None:
+        if not merged:
+            self.notify("Nobody was merged into this customer")
+            return
+        agent = self.app.agent  # type: ignore[attr-defined]
+        choices = [
+            (str(m.customer_id),
+             Text(f"#{m.customer_id} {printable(m.name, single_line=True)} — "
+                  f"{printable(m.reason, single_line=True) or 'no reason'} "
+                  f"({m.merged_at.astimezone():%d %b %H:%M})"))
+            for m in merged
+        ]
+
+        def chosen(source: str | None) -> None:
+            if source is not None:
+                self.write(lambda s: identity.unmerge(s, int(source), actor=agent),
+                           f"Customer #{source} unmerged")
+
+        self.app.push_screen(ChoiceScreen("Unmerge which customer?", choices), chosen)
+
+    def action_link(self) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        customer_id = timeline.customer.id
+        agent = self.app.agent  # type: ignore[attr-defined]
+        region = self.app.settings.desk.default_region  # type: ignore[attr-defined]
+
+        def parse(value: str) -> tuple[str, str]:
+            kind, sep, address = value.partition(":")
+            if not sep or kind.strip().lower() not in IDENTITY_KINDS:
+                if "@" in value:
+                    return "email", value.strip()
+                raise identity.IdentityError(
+                    "write kind:value, e.g. email:ana@example.com, phone:+33 6 12 34 56 78 "
+                    "or telegram:123456789")
+            return IDENTITY_KINDS[kind.strip().lower()], address.strip()
+
+        def check(value: str) -> str | None:
+            try:
+                kind, address = parse(value)
+                identity.normalize(kind, address, region)
+            except identity.IdentityError as error:
+                return str(error)
+            return None
+
+        def chosen(value: str | None) -> None:
+            if not value:
+                return
+            kind, address = parse(value)
+            self.write(
+                lambda s: identity.link_identity(s, customer_id, kind, address, actor=agent,  # type: ignore[arg-type]
+                                                 region=region),
+                f"Linked {kind} {address} (a customer who already had it is merged; U undoes)",
+            )
+
+        self.app.push_screen(PromptScreen(
+            f"Link an identity to {printable(timeline.customer.name, single_line=True)}",
+            placeholder="email:ana@example.com · phone:+33612345678 · telegram:123456789",
+            hint="If another customer has it, the two are merged (U undoes it).",
+            check=check), chosen)
+
+    def action_search(self) -> None:
+        def chosen(ticket_id: int | None) -> None:
+            if ticket_id is not None:
+                self.open_ticket(ticket_id, focus=True)
+
+        self.app.push_screen(SearchScreen(), chosen)
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen())
 
     def action_unfold(self) -> None:
-        self.query_one(ConversationView).toggle_unfold()
+        self.query_one(TimelineView).toggle_unfold()
 
-    def action_focus_list(self) -> None:
+    def action_earlier(self) -> None:
+        if self.timeline is not None and self.timeline.earlier and self.ticket_id is not None:
+            self.timeline_limit += TIMELINE_PAGE
+            self.load_timeline(self.ticket_id, keep_position=True)
+
+    def action_next_ticket(self) -> None:
+        self._step_ticket(1)
+
+    def action_previous_ticket(self) -> None:
+        self._step_ticket(-1)
+
+    def _step_ticket(self, delta: int) -> None:
+        tickets = self.query_one(TicketList)
+        tickets.move_by(delta)
+        row = tickets.row(tickets.cursor)
+        if row is not None:
+            self.open_ticket(row.id)
+
+    def action_queues(self) -> None:
+        self.toggle_class("-hide-queues" if not self.has_class("-narrow") else "-show-queues")
+
+    def action_back(self) -> None:
+        self.remove_class("-reading")
         self.query_one(TicketList).focus()

@@ -4,40 +4,35 @@ for the page they sit on, so a queue of 200,000 tickets paints as fast as one of
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import UTC, datetime
 
+from rich.cells import set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import work
-from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from desk.keys import LIST
 from desk.textsafe import printable
-from desk.timeutil import ago
+from desk.timeutil import ago, utcnow
+from desk.tui.bindings import bindings
 from desk.tui.messages import TicketChosen
 from desk.views import RowLoader, TicketRow
 
 PAGE = 100
+NAME_CELLS = 18
 CACHED_PAGES = 20
 CHANNEL_MARKS = {"email": "✉", "sms": "☏", "telegram": "✈"}
+PRIORITY_MARKS = {"urgent": "‼ ", "high": "! "}
 
 class TicketList(ScrollView, can_focus=True):
     """Rows of the current queue; `j`/`k` move, `enter` opens."""
 
-    BINDINGS = [
-        Binding("j,down", "cursor_down", "Down", show=False, id="list.down"),
-        Binding("k,up", "cursor_up", "Up", show=False, id="list.up"),
-        Binding("g,home", "first", "Top", show=False, id="list.top"),
-        Binding("G,end", "last", "Bottom", show=False, id="list.bottom"),
-        Binding("pagedown", "page_down", "Page down", show=False, id="list.page_down"),
-        Binding("pageup", "page_up", "Page up", show=False, id="list.page_up"),
-        Binding("enter", "open", "Open", id="list.open"),
-    ]
+    BINDINGS = bindings(LIST)
     COMPONENT_CLASSES = {"ticket-list--cursor", "ticket-list--unread", "ticket-list--dim"}
 
     cursor = reactive(0)
@@ -51,9 +46,14 @@ class TicketList(ScrollView, can_focus=True):
         super().__init__(id=id)
         self._loader = loader
         self._pages: OrderedDict[int, list[TicketRow]] = OrderedDict()
+        # Rows from before a live reload, painted until their fresh page arrives (no flicker).
+        self._stale: dict[int, list[TicketRow]] = {}
         self._requested: set[int] = set()
         self._total = 0
         self._generation = 0  # bumps on reload, so late pages of an old queue are dropped
+        self._selected_id: int | None = None  # the ticket the agent is on
+        self._quiet = False  # a cursor move made by a reload, not by the agent
+        self._announce_pending = False  # the agent moved onto a row not loaded yet
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -62,10 +62,14 @@ class TicketList(ScrollView, can_focus=True):
         if loader is not None:
             self._loader = loader
         self._generation += 1
+        self._stale = dict(self._pages) if keep_cursor else {}
         self._pages.clear()
         self._requested.clear()
         if not keep_cursor:
+            self._selected_id = None
+            self._quiet = True
             self.cursor = 0
+            self._quiet = False
             self.scroll_to(y=0, animate=False)
         self._request(self.cursor // PAGE)
 
@@ -85,21 +89,33 @@ class TicketList(ScrollView, can_focus=True):
         if message.generation != self._generation:
             return
         self._pages[message.page] = message.rows
+        self._stale.pop(message.page, None)
         while len(self._pages) > CACHED_PAGES:
             evicted, _rows = self._pages.popitem(last=False)
             self._requested.discard(evicted)
         self._total = message.total
         self.virtual_size = Size(self.size.width, self._total)
+        self._quiet = True
+        # A live reload keeps the agent on their ticket even when the list re-sorts; one that
+        # left the queue leaves the cursor where it was, on the next ticket, without opening it.
+        for offset, row in enumerate(message.rows):
+            if row.id == self._selected_id:
+                self.cursor = message.page * PAGE + offset
+                break
         if self._total and self.cursor >= self._total:
             self.cursor = self._total - 1
+        self._quiet = False
         self.refresh()
-        self._announce()
+        if self._selected_id is None or self._announce_pending:
+            self._announce()
 
     def row(self, index: int) -> TicketRow | None:
         rows = self._pages.get(index // PAGE)
         if rows is None:
             self._request(index // PAGE)
-            return None
+            rows = self._stale.get(index // PAGE)
+            if rows is None:
+                return None
         offset = index % PAGE
         return rows[offset] if offset < len(rows) else None
 
@@ -124,17 +140,19 @@ class TicketList(ScrollView, can_focus=True):
         return Strip(segments).adjust_cell_length(width, self.rich_style)
 
     def _row_text(self, row: TicketRow, width: int) -> Text:
-        now = datetime.now(UTC)
+        now = utcnow()
         unread = self.get_component_rich_style("ticket-list--unread") if row.unread else Style()
         dim = self.get_component_rich_style("ticket-list--dim")
         marks = "".join(CHANNEL_MARKS.get(c, "?") for c in row.channels)
         waiting = ago(row.waiting_since, now)
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         text.append("● " if row.unread else "  ", unread)
-        text.append(printable(row.customer_name, single_line=True)[:22].ljust(22), unread)
+        name = printable(row.customer_name, single_line=True)
+        text.append(set_cell_size(name, NAME_CELLS), unread)
         text.append(f" {marks:<3} ", dim)
         text.append(ago(row.last_message_at, now).rjust(4), dim)
-        text.append(f" {('⏳' + waiting) if waiting else '':<6} ", dim)
+        text.append(f" {('⏳' + waiting) if waiting else '':<6}", dim)
+        text.append(PRIORITY_MARKS.get(row.priority, "  "), "bold red")
         text.append(printable(row.title, single_line=True))
         text.truncate(width, overflow="ellipsis", pad=True)
         return text
@@ -144,7 +162,8 @@ class TicketList(ScrollView, can_focus=True):
     def watch_cursor(self, old: int, new: int) -> None:
         self.scroll_to_cursor()
         self.refresh()
-        self._announce()
+        if not self._quiet:
+            self._announce()
 
     def scroll_to_cursor(self) -> None:
         top = self.scroll_offset.y
@@ -156,7 +175,9 @@ class TicketList(ScrollView, can_focus=True):
 
     def _announce(self) -> None:
         row = self.row(self.cursor) if self._total else None
+        self._announce_pending = row is None and self._total > 0
         if row is not None:
+            self._selected_id = row.id
             self.post_message(TicketChosen(row.id))
 
     def _move(self, delta: int) -> None:
@@ -181,7 +202,11 @@ class TicketList(ScrollView, can_focus=True):
     def action_page_up(self) -> None:
         self._move(-max(1, self.scrollable_content_region.height - 1))
 
+    def move_by(self, delta: int) -> None:
+        self._move(delta)
+
     def action_open(self) -> None:
         row = self.row(self.cursor)
         if row is not None:
+            self._selected_id = row.id
             self.post_message(TicketChosen(row.id, open_it=True))

@@ -1,0 +1,198 @@
+"""The conversation pane: a customer's timeline across every channel and ticket, oldest first.
+
+Rendered once to lines (a line-API ScrollView), so scrolling a long conversation is a list
+lookup, and built from plain `rich.text.Text`, so untrusted text is never read as markup."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.console import Group, RenderableType
+from rich.rule import Rule
+from rich.segment import Segment
+from rich.text import Text
+from textual.events import Resize
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from desk.folding import fold_regions
+from desk.keys import TIMELINE
+from desk.models import Event, Message
+from desk.textsafe import printable
+from desk.tui.bindings import bindings
+from desk.views import Timeline, describe_event
+
+CHANNEL_LABELS = {"email": "✉ email", "sms": "☏ SMS", "telegram": "✈ Telegram"}
+STATUS_STYLES = {
+    "failed": "bold red", "unknown": "bold red", "queued": "yellow", "sending": "yellow",
+    "sent": "green", "delivered": "green",
+}  # fmt: skip
+# A message bigger than this shows its start and says how much is left: Rich would otherwise
+# wrap megabytes of text into lines before the first paint.
+MAX_BODY_CHARS = 20_000
+
+
+def local(moment: datetime) -> str:
+    return f"{moment.astimezone():%a %d %b %H:%M}"
+
+
+def folded_body(text: str, unfold: bool) -> Text:
+    """The body with quoted history and signatures folded into one dim line each."""
+    clipped = len(text) > MAX_BODY_CHARS
+    lines = printable(text[:MAX_BODY_CHARS]).rstrip().split("\n")
+    body = Text()
+    if unfold:
+        body.append("\n".join(lines))
+    else:
+        cursor = 0
+        for fold in fold_regions("\n".join(lines)):
+            body.append("\n".join(lines[cursor : fold.start_line]))
+            if cursor < fold.start_line:
+                body.append("\n")
+            body.append(f"[… {fold.summary} — u to unfold]\n", style="dim italic")
+            cursor = fold.end_line
+        body.append("\n".join(lines[cursor:]))
+        body.rstrip()
+    if clipped:
+        body.append(f"\n[… {len(text) - MAX_BODY_CHARS:,} more characters not shown]",
+                    style="dim italic")
+    return body
+
+
+def message_block(message: Message, unfold: bool) -> RenderableType:
+    if message.direction == "in":
+        who = message.sender_name or message.sender or ""
+    else:
+        who = message.author or ""
+    header = Text(no_wrap=True, overflow="ellipsis")
+    if message.direction == "note":
+        header.append("✎ private note ", style="bold")
+    else:
+        header.append(CHANNEL_LABELS.get(message.channel, message.channel) + " ", style="bold")
+        header.append("← " if message.direction == "in" else "→ ")
+    header.append(printable(who, single_line=True), style="bold")
+    if message.direction == "in" and message.sender and message.sender_name:
+        header.append(f" <{printable(message.sender, single_line=True)}>", style="dim")
+    if message.direction == "out" and message.recipient:
+        header.append(f" to {printable(message.recipient, single_line=True)}", style="dim")
+    header.append(f"  {local(message.sent_at)}", style="dim")
+    if message.direction == "out":
+        mark = {"failed": "✗ ", "unknown": "? ", "delivered": "✓✓ ", "sent": "✓ "}
+        header.append(f"  {mark.get(message.status, '… ')}{message.status}",
+                      style=STATUS_STYLES.get(message.status, ""))
+    parts: list[RenderableType] = [header]
+    if message.error and message.status in ("failed", "unknown", "queued"):
+        reason = printable(message.error, single_line=True)
+        retry = "  (R retries)" if message.status in ("failed", "unknown") else ""
+        parts.append(Text(f"  {reason}{retry}", style="red"))
+    if message.subject and message.channel == "email":
+        parts.append(Text(printable(message.subject, single_line=True), style="italic"))
+    flags = [flag for flag in message.flags.split(",") if flag]
+    if flags:
+        parts.append(Text(" ".join(f"⚑ {flag}" for flag in flags), style="magenta"))
+    parts.append(folded_body(message.text, unfold))
+    if message.direction == "note":
+        return Group(*[_noted(part) for part in parts])
+    return Group(*parts)
+
+
+def _noted(part: RenderableType) -> RenderableType:
+    if isinstance(part, Text):
+        part = part.copy()
+        part.stylize("on #3a3000")
+        part.pad_left(1)
+    return part
+
+
+def event_line(event: Event) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis", style="dim")
+    text.append(f"· {printable(describe_event(event), single_line=True)}")
+    text.append(f"  {local(event.created_at)}")
+    return text
+
+
+def ticket_rule(timeline: Timeline, ticket_id: int | None) -> RenderableType:
+    ticket = timeline.tickets.get(ticket_id) if ticket_id is not None else None
+    if ticket is None:
+        return Rule(style="dim")
+    title = printable(ticket.subject or ticket.snippet, single_line=True)[:50]
+    here = "◆ " if ticket.id == timeline.ticket.id else ""
+    return Rule(Text(f"{here}#{ticket.id} {ticket.status} · {title}"), style="dim",
+                characters="─")
+
+
+def timeline_renderables(timeline: Timeline, unfold: bool) -> list[RenderableType]:
+    blocks: list[RenderableType] = []
+    if timeline.earlier:
+        blocks.append(Text(f"… {timeline.earlier} earlier messages ([ loads more)",
+                           style="dim italic"))
+    current_ticket: int | None = -1
+    for entry in timeline.entries:
+        if isinstance(entry, Event):
+            blocks.append(event_line(entry))
+            continue
+        if entry.ticket_id != current_ticket:
+            current_ticket = entry.ticket_id
+            blocks.append(ticket_rule(timeline, current_ticket))
+        blocks.append(message_block(entry, unfold))
+        blocks.append(Text(""))
+    if not timeline.entries:
+        blocks.append(Text("No messages yet", style="dim"))
+    return blocks
+
+
+class TimelineView(ScrollView, can_focus=True):
+    """Shows a `Timeline`; the screen's `u` toggles folded quotes."""
+
+    BINDINGS = bindings(TIMELINE)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.timeline: Timeline | None = None
+        self.unfold = False
+        self._lines: list[Strip] = []
+        self._width = 0
+
+    def show(self, timeline: Timeline | None, *, keep_position: bool = False) -> None:
+        at_end = self.scroll_offset.y >= self.max_scroll_y
+        from_bottom = self.virtual_size.height - self.scroll_offset.y
+        self.timeline = timeline
+        self._render_lines()
+        if keep_position and not at_end:
+            self.scroll_to(y=max(0, len(self._lines) - from_bottom), animate=False)
+        else:
+            self.scroll_end(animate=False, immediate=True)
+
+    def toggle_unfold(self) -> None:
+        self.unfold = not self.unfold
+        self._render_lines()
+
+    def _render_lines(self) -> None:
+        width = max(10, self.scrollable_content_region.width)
+        self._width = width
+        if self.timeline is None:
+            renderables: list[RenderableType] = [Text("No ticket selected", style="dim")]
+        else:
+            renderables = timeline_renderables(self.timeline, self.unfold)
+        console = self.app.console
+        options = console.options.update_width(width)
+        style = self.rich_style
+        lines = console.render_lines(Group(*renderables), options, style=style, pad=True)
+        self._lines = [Strip(line, width) for line in lines]
+        self.virtual_size = Size(width, len(self._lines))
+        self.refresh()
+
+    def on_resize(self, event: Resize) -> None:
+        if self.scrollable_content_region.width != self._width:
+            self._render_lines()
+
+    def render_line(self, y: int) -> Strip:
+        index = self.scroll_offset.y + y
+        if 0 <= index < len(self._lines):
+            return self._lines[index]
+        return Strip([Segment(" " * self.size.width, self.rich_style)], self.size.width)
+
+    def text(self) -> str:
+        """Everything rendered, as plain text (for tests and copying)."""
+        return "\n".join(strip.text.rstrip() for strip in self._lines)
