@@ -76,6 +76,9 @@ class Timeline:
         return max((m.id or 0 for m in self.messages), default=0)
 
 
+# Events the timeline shows on the message itself (its delivery status) rather than as a line.
+SHOWN_ON_MESSAGES = frozenset({"delivery_failed"})
+
 RowLoader = Callable[[int, int], tuple[int, list[TicketRow]]]
 
 
@@ -170,8 +173,9 @@ def timeline(
             since=messages[0].sent_at if messages and earlier else None,
             until=before[0] if before else None,
         )
+        events = [e for e in events if e.kind not in SHOWN_ON_MESSAGES]
         entries: list[Message | Event] = sorted(
-            [*messages, *events], key=lambda e: (_moment(e), isinstance(e, Message), e.id)
+            [*messages, *events], key=lambda e: (_moment(e), isinstance(e, Event), e.id)
         )
         ticket_ids = {m.ticket_id for m in messages if m.ticket_id is not None} | {ticket_id}
         all_tickets = {t.id: t for t in tickets_of_customer(session, customer_id, limit=50)}
@@ -222,6 +226,8 @@ def describe_event(event: Event) -> str:
         return f"{who} linked {data.get('kind')} {data.get('value')} ({data.get('reason', '')})"
     if kind == "retry":
         return f"{who} retried message {data.get('message_id')}"
+    if kind == "delivery_failed":
+        return f"message {data.get('message_id')} could not be delivered: {data.get('error')}"
     return f"{who}: {kind}"
 
 

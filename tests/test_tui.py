@@ -163,7 +163,7 @@ async def test_hostile_text_is_shown_literally_and_does_nothing(app, ids) -> Non
         screen = app.screen
         tickets = screen.query_one(TicketList)
         row = next(i for i in range(tickets.total) if tickets.row(i).customer_name == HOSTILE)
-        line = tickets.render_line(row).text
+        line = tickets.render_line(row * 2).text + tickets.render_line(row * 2 + 1).text
         assert "\x1b" not in line and "\x07" not in line and "[bold red]x[/]" in line
         screen.open_ticket(tickets.row(row).id, focus=True)
         await settle(app, pilot)

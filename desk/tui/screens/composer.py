@@ -34,6 +34,7 @@ from desk.tui.bindings import bindings
 from desk.tui.screens.pickers import ChoiceScreen
 
 CHANNEL_NAMES = {"email": "Email", "sms": "SMS", "telegram": "Telegram"}
+CONTEXT_LINES = 3
 AFTER_SENDING = [("Leave the status", ""), ("Then pending", "pending"),
                  ("Then resolved", "resolved")]
 
@@ -105,10 +106,26 @@ class ComposerScreen(ModalScreen[bool]):
                                       compact=True)
                     yield Select[str](AFTER_SENDING, value="", allow_blank=False, id="then",
                                       compact=True)
+            yield Static(self._customer_said(), id="context")
             yield Static("", id="warning")
             yield TextArea(self.initial_text, id="body", soft_wrap=True, show_line_numbers=False)
             yield Static("", id="counter")
         yield Footer()
+
+    def _customer_said(self) -> Text:
+        """The customer's last message, so the agent sees what they answer."""
+        last = next((m for m in reversed(self.timeline.messages) if m.direction == "in"), None)
+        if last is None:
+            return Text("")
+        who = printable(last.sender_name or last.sender or "", single_line=True)
+        text = Text()
+        text.append(f"{who} on {CHANNEL_NAMES.get(last.channel, last.channel)}, "
+                    f"{last.sent_at.astimezone():%d %b %H:%M}:\n", style="bold")
+        lines = [line for line in printable(last.text).split("\n") if line.strip()]
+        text.append("\n".join(lines[:CONTEXT_LINES]))
+        if len(lines) > CONTEXT_LINES:
+            text.append(" …")
+        return text
 
     def on_mount(self) -> None:
         self.query_one("#warning", Static).display = False
@@ -117,6 +134,7 @@ class ComposerScreen(ModalScreen[bool]):
         body.move_cursor(body.document.end)
         self.update_counter()
         self.load()
+        self.check(sending=False)
         self.set_interval(presence.RENEW.total_seconds(), self.announce)
 
     def on_unmount(self) -> None:

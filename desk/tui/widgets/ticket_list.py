@@ -24,7 +24,7 @@ from desk.tui.messages import TicketChosen
 from desk.views import RowLoader, TicketRow
 
 PAGE = 100
-NAME_CELLS = 18
+ROW_HEIGHT = 2  # customer, channels and age; then waiting time and subject
 CACHED_PAGES = 20
 CHANNEL_MARKS = {"email": "✉", "sms": "☏", "telegram": "✈"}
 PRIORITY_MARKS = {"urgent": "‼ ", "high": "! "}
@@ -33,7 +33,9 @@ class TicketList(ScrollView, can_focus=True):
     """Rows of the current queue; `j`/`k` move, `enter` opens."""
 
     BINDINGS = bindings(LIST)
-    COMPONENT_CLASSES = {"ticket-list--cursor", "ticket-list--unread", "ticket-list--dim"}
+    COMPONENT_CLASSES = {
+        "ticket-list--cursor", "ticket-list--unread", "ticket-list--dim", "ticket-list--waiting",
+    }
 
     cursor = reactive(0)
 
@@ -94,7 +96,7 @@ class TicketList(ScrollView, can_focus=True):
             evicted, _rows = self._pages.popitem(last=False)
             self._requested.discard(evicted)
         self._total = message.total
-        self.virtual_size = Size(self.size.width, self._total)
+        self.virtual_size = Size(self.size.width, self._total * ROW_HEIGHT)
         self._quiet = True
         # A live reload keeps the agent on their ticket even when the list re-sorts; one that
         # left the queue leaves the cursor where it was, on the next ticket, without opening it.
@@ -126,34 +128,48 @@ class TicketList(ScrollView, can_focus=True):
     # ---- rendering ----------------------------------------------------------------------------
 
     def render_line(self, y: int) -> Strip:
-        index = self.scroll_offset.y + y
+        line = self.scroll_offset.y + y
+        index, part = divmod(line, ROW_HEIGHT)
         width = self.size.width
         if index >= self._total:
             return Strip.blank(width, self.rich_style)
         row = self.row(index)
         if row is None:
-            return Strip([Segment("…".ljust(width), self.rich_style)], width)
-        text = self._row_text(row, width)
+            return Strip([Segment(("…" if part == 0 else "").ljust(width), self.rich_style)], width)
+        text = self._row_text(row, width) if part == 0 else self._row_detail(row, width)
         if index == self.cursor:
             text.stylize(self.get_component_rich_style("ticket-list--cursor"))
         segments = list(text.render(self.app.console))
         return Strip(segments).adjust_cell_length(width, self.rich_style)
 
     def _row_text(self, row: TicketRow, width: int) -> Text:
-        now = utcnow()
+        """Line one: unread mark, customer, channels used, age of the last message."""
         unread = self.get_component_rich_style("ticket-list--unread") if row.unread else Style()
         dim = self.get_component_rich_style("ticket-list--dim")
         marks = "".join(CHANNEL_MARKS.get(c, "?") for c in row.channels)
-        waiting = ago(row.waiting_since, now)
+        age = ago(row.last_message_at, utcnow())
+        tail = f" {marks} {age:>4}"
+        name_cells = max(4, width - 2 - len(tail) - 2)
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         text.append("● " if row.unread else "  ", unread)
-        name = printable(row.customer_name, single_line=True)
-        text.append(set_cell_size(name, NAME_CELLS), unread)
-        text.append(f" {marks:<3} ", dim)
-        text.append(ago(row.last_message_at, now).rjust(4), dim)
-        text.append(f" {('⏳' + waiting) if waiting else '':<6}", dim)
+        text.append(set_cell_size(printable(row.customer_name, single_line=True), name_cells),
+                    unread)
         text.append(PRIORITY_MARKS.get(row.priority, "  "), "bold red")
-        text.append(printable(row.title, single_line=True))
+        text.append(tail, dim)
+        text.truncate(width, overflow="ellipsis", pad=True)
+        return text
+
+    def _row_detail(self, row: TicketRow, width: int) -> Text:
+        """Line two: how long the customer has waited for us, then the subject or snippet."""
+        dim = self.get_component_rich_style("ticket-list--dim")
+        waiting = ago(row.waiting_since, utcnow())
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        text.append("  ")
+        if waiting:
+            text.append(f"⏳{waiting} ", self.get_component_rich_style("ticket-list--waiting"))
+        if row.assignee and row.assignee != self.app.agent:  # type: ignore[attr-defined]
+            text.append(f"@{printable(row.assignee, single_line=True)} ", dim)
+        text.append(printable(row.title, single_line=True), dim)
         text.truncate(width, overflow="ellipsis", pad=True)
         return text
 
@@ -167,11 +183,12 @@ class TicketList(ScrollView, can_focus=True):
 
     def scroll_to_cursor(self) -> None:
         top = self.scroll_offset.y
-        height = max(1, self.scrollable_content_region.height)
-        if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False)
-        elif self.cursor >= top + height:
-            self.scroll_to(y=self.cursor - height + 1, animate=False)
+        height = max(ROW_HEIGHT, self.scrollable_content_region.height)
+        first, last = self.cursor * ROW_HEIGHT, (self.cursor + 1) * ROW_HEIGHT
+        if first < top:
+            self.scroll_to(y=first, animate=False)
+        elif last > top + height:
+            self.scroll_to(y=last - height, animate=False)
 
     def _announce(self) -> None:
         row = self.row(self.cursor) if self._total else None
@@ -197,10 +214,14 @@ class TicketList(ScrollView, can_focus=True):
         self._move(self._total)
 
     def action_page_down(self) -> None:
-        self._move(max(1, self.scrollable_content_region.height - 1))
+        self._move(self.rows_per_page)
 
     def action_page_up(self) -> None:
-        self._move(-max(1, self.scrollable_content_region.height - 1))
+        self._move(-self.rows_per_page)
+
+    @property
+    def rows_per_page(self) -> int:
+        return max(1, self.scrollable_content_region.height // ROW_HEIGHT - 1)
 
     def move_by(self, delta: int) -> None:
         self._move(delta)

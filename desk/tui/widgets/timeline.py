@@ -34,7 +34,7 @@ MAX_BODY_CHARS = 20_000
 
 
 def local(moment: datetime) -> str:
-    return f"{moment.astimezone():%a %d %b %H:%M}"
+    return f"{moment.astimezone():%d %b %H:%M}"
 
 
 def folded_body(text: str, unfold: bool) -> Text:
@@ -65,7 +65,7 @@ def message_block(message: Message, unfold: bool) -> RenderableType:
         who = message.sender_name or message.sender or ""
     else:
         who = message.author or ""
-    header = Text(no_wrap=True, overflow="ellipsis")
+    header = Text()
     if message.direction == "note":
         header.append("✎ private note ", style="bold")
     else:
