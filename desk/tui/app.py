@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import partial
+from pathlib import Path
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -26,7 +27,7 @@ PALETTE_AREAS = {"ticket": "ticket", "customer": "customer", "app": "app"}
 
 
 class DeskApp(App[None]):
-    CSS_PATH = "desk.tcss"
+    CSS_PATH = Path(__file__).with_name("desk.tcss")  # absolute: subclasses live elsewhere
     TITLE = "desk"
     BINDINGS = bindings(APP)
 

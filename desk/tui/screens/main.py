@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from rich.style import Style
 from rich.text import Text
 from sqlmodel import Session
 from textual import on, work
@@ -14,6 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.events import Resize
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, OptionList
 
 from desk import identity, views
@@ -32,13 +34,14 @@ from desk.tui.screens.search import SearchScreen
 from desk.tui.widgets.customer_panel import CustomerPanel, PresenceBar
 from desk.tui.widgets.queue_list import CHANNELS, QueueList
 from desk.tui.widgets.ticket_list import TicketList
-from desk.tui.widgets.timeline import TimelineView
+from desk.tui.widgets.timeline import Rendered, TimelineView, render_timeline
 
 # Below NARROW columns one pane shows at a time (the list, or the open ticket); from WIDE up
 # the customer panel gets its own column.
 NARROW = 100
 WIDE = 150
 TIMELINE_PAGE = 50
+CURSOR_SETTLE_SECONDS = 0.06
 IDENTITY_KINDS = {"email": "email", "phone": "phone", "sms": "phone", "telegram": "telegram"}
 
 Write = Callable[[Session], Any]
@@ -54,9 +57,9 @@ class MainScreen(Screen[None]):
             self.figures = figures
 
     class TimelineLoaded(Message):
-        def __init__(self, timeline: views.Timeline | None, keep_position: bool) -> None:
+        def __init__(self, rendered: Rendered, keep_position: bool) -> None:
             super().__init__()
-            self.timeline, self.keep_position = timeline, keep_position
+            self.rendered, self.keep_position = rendered, keep_position
 
     class Written(Message):
         def __init__(self, summary: str | None, error: str | None) -> None:
@@ -69,6 +72,8 @@ class MainScreen(Screen[None]):
         self.ticket_id: int | None = None
         self.timeline: views.Timeline | None = None
         self.timeline_limit = TIMELINE_PAGE
+        self._open_timer: Timer | None = None
+        self._counted = False
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="panes"):
@@ -89,7 +94,12 @@ class MainScreen(Screen[None]):
         tickets = self.query_one(TicketList)
         tickets.reload()
         tickets.focus()
-        self.load_counts()
+
+    def on_ticket_list_ready(self, message: TicketList.Ready) -> None:
+        # Counting every queue waits for the first page, which the agent is waiting for.
+        if not self._counted:
+            self._counted = True
+            self.load_counts()
 
     def on_resize(self, event: Resize) -> None:
         self.set_class(event.size.width < NARROW, "-narrow")
@@ -109,11 +119,20 @@ class MainScreen(Screen[None]):
         figures = views.queue_figures(self.app.store, self.app.agent, CHANNELS)  # type: ignore[attr-defined]
         self.post_message(self.CountsLoaded(figures))
 
-    @work(thread=True, exclusive=True, group="timeline", exit_on_error=False)
     def load_timeline(self, ticket_id: int, keep_position: bool = False) -> None:
+        view = self.query_one(TimelineView)
+        self._load_timeline(ticket_id, keep_position, view.render_width, view.unfold,
+                            view.rich_style)
+
+    @work(thread=True, exclusive=True, group="timeline", exit_on_error=False)
+    def _load_timeline(
+        self, ticket_id: int, keep_position: bool, width: int, unfold: bool, style: Style
+    ) -> None:
         store, agent = self.app.store, self.app.agent  # type: ignore[attr-defined]
         timeline = views.timeline(store, ticket_id, agent=agent, limit=self.timeline_limit)
-        self.post_message(self.TimelineLoaded(timeline, keep_position))
+        lines = render_timeline(timeline, width, unfold, style)
+        self.post_message(self.TimelineLoaded(Rendered(timeline, lines, width, unfold),
+                                              keep_position))
         if timeline is not None and timeline.ticket.unread_count:
             store.write(lambda s: ticket_actions.mark_read(s, ticket_id))
 
@@ -133,13 +152,14 @@ class MainScreen(Screen[None]):
         self.query_one(QueueList).show_figures(message.figures)
 
     def on_main_screen_timeline_loaded(self, message: TimelineLoaded) -> None:
-        timeline = message.timeline
+        timeline = message.rendered.timeline
         if timeline is not None and timeline.ticket.id != self.ticket_id:
             return  # the agent has moved on
         self.timeline = timeline
-        self.query_one(TimelineView).show(timeline, keep_position=message.keep_position)
         self.query_one(CustomerPanel).show(timeline)
         self.query_one(PresenceBar).show(timeline)
+        self.query_one(TimelineView).show_rendered(message.rendered,
+                                                   keep_position=message.keep_position)
 
     def on_main_screen_written(self, message: Written) -> None:
         if message.error:
@@ -149,7 +169,15 @@ class MainScreen(Screen[None]):
         self.refresh_from_store()
 
     def on_ticket_chosen(self, message: TicketChosen) -> None:
-        self.open_ticket(message.ticket_id, focus=message.open_it)
+        if self._open_timer is not None:
+            self._open_timer.stop()
+            self._open_timer = None
+        if message.open_it or self.timeline is None:
+            self.open_ticket(message.ticket_id, focus=message.open_it)
+        else:
+            # Holding j runs through tickets: load the one the cursor settles on.
+            self._open_timer = self.set_timer(
+                CURSOR_SETTLE_SECONDS, partial(self.open_ticket, message.ticket_id))
 
     def open_ticket(self, ticket_id: int, *, focus: bool = False) -> None:
         if ticket_id != self.ticket_id:

@@ -50,6 +50,7 @@ class SearchScreen(ModalScreen[int | None]):
         super().__init__()
         self.query_text = query
         self.hits: list[full_text.SearchHit] = []
+        self.results_for: str | None = None  # the query whose results are shown
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog--wide"):
@@ -81,6 +82,7 @@ class SearchScreen(ModalScreen[int | None]):
 
     def on_search_screen_results(self, message: Results) -> None:
         self.hits = message.hits
+        self.results_for = message.query
         results = self.query_one("#results", OptionList)
         results.set_options([
             Option(hit_label(hit), id=str(index)) for index, hit in enumerate(message.hits)

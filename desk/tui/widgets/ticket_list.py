@@ -39,6 +39,9 @@ class TicketList(ScrollView, can_focus=True):
 
     cursor = reactive(0)
 
+    class Ready(Message):
+        """The first page of a (re)load is in."""
+
     class PageLoaded(Message):
         def __init__(self, generation: int, page: int, total: int, rows: list[TicketRow]) -> None:
             super().__init__()
@@ -56,6 +59,7 @@ class TicketList(ScrollView, can_focus=True):
         self._selected_id: int | None = None  # the ticket the agent is on
         self._quiet = False  # a cursor move made by a reload, not by the agent
         self._announce_pending = False  # the agent moved onto a row not loaded yet
+        self._ready = False
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -64,6 +68,7 @@ class TicketList(ScrollView, can_focus=True):
         if loader is not None:
             self._loader = loader
         self._generation += 1
+        self._ready = False
         self._stale = dict(self._pages) if keep_cursor else {}
         self._pages.clear()
         self._requested.clear()
@@ -110,6 +115,9 @@ class TicketList(ScrollView, can_focus=True):
         self.refresh()
         if self._selected_id is None or self._announce_pending:
             self._announce()
+        if not self._ready:
+            self._ready = True
+            self.post_message(self.Ready())
 
     def row(self, index: int) -> TicketRow | None:
         rows = self._pages.get(index // PAGE)

@@ -5,11 +5,14 @@ lookup, and built from plain `rich.text.Text`, so untrusted text is never read a
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from datetime import datetime
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.rule import Rule
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.events import Resize
 from textual.geometry import Size
@@ -142,6 +145,32 @@ def timeline_renderables(timeline: Timeline, unfold: bool) -> list[RenderableTyp
     return blocks
 
 
+def render_timeline(
+    timeline: Timeline | None, width: int, unfold: bool, style: Style
+) -> list[Strip]:
+    """The timeline as lines of `width` cells. Pure: a worker thread can call it, so the app
+    never renders a long conversation on the thread that reads keys."""
+    if timeline is None:
+        renderables: list[RenderableType] = [Text("No ticket selected", style="dim")]
+    else:
+        renderables = timeline_renderables(timeline, unfold)
+    console = Console(width=width, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", legacy_windows=False)
+    options = console.options.update_width(width)
+    lines = console.render_lines(Group(*renderables), options, style=style, pad=True)
+    return [Strip(line, width) for line in lines]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A timeline rendered for a width (and fold state), ready to show."""
+
+    timeline: Timeline | None
+    lines: list[Strip]
+    width: int
+    unfold: bool
+
+
 class TimelineView(ScrollView, can_focus=True):
     """Shows a `Timeline`; the screen's `u` toggles folded quotes."""
 
@@ -153,39 +182,51 @@ class TimelineView(ScrollView, can_focus=True):
         self.unfold = False
         self._lines: list[Strip] = []
         self._width = 0
+        self._follow = True  # at the newest message: stay there when the pane resizes
+
+    @property
+    def render_width(self) -> int:
+        return max(10, self.scrollable_content_region.width)
 
     def show(self, timeline: Timeline | None, *, keep_position: bool = False) -> None:
+        """Render here and show (small timelines, tests); workers use `render_timeline`."""
+        width = self.render_width
+        lines = render_timeline(timeline, width, self.unfold, self.rich_style)
+        self.show_rendered(Rendered(timeline, lines, width, self.unfold),
+                           keep_position=keep_position)
+
+    def show_rendered(self, rendered: Rendered, *, keep_position: bool = False) -> None:
+        if rendered.width != self.render_width or rendered.unfold != self.unfold:
+            self.show(rendered.timeline, keep_position=keep_position)  # stale: redo
+            return
         at_end = self.scroll_offset.y >= self.max_scroll_y
         from_bottom = self.virtual_size.height - self.scroll_offset.y
-        self.timeline = timeline
-        self._render_lines()
+        self.timeline = rendered.timeline
+        self._lines = rendered.lines
+        self._width = rendered.width
+        self.virtual_size = Size(rendered.width, len(self._lines))
         if keep_position and not at_end:
-            self.scroll_to(y=max(0, len(self._lines) - from_bottom), animate=False)
+            self.scroll_to(y=max(0, len(self._lines) - from_bottom), animate=False,
+                           immediate=True)
         else:
+            self._follow = True
             self.scroll_end(animate=False, immediate=True)
+        self.refresh()
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self._follow = new >= self.max_scroll_y
 
     def toggle_unfold(self) -> None:
         self.unfold = not self.unfold
-        self._render_lines()
-
-    def _render_lines(self) -> None:
-        width = max(10, self.scrollable_content_region.width)
-        self._width = width
-        if self.timeline is None:
-            renderables: list[RenderableType] = [Text("No ticket selected", style="dim")]
-        else:
-            renderables = timeline_renderables(self.timeline, self.unfold)
-        console = self.app.console
-        options = console.options.update_width(width)
-        style = self.rich_style
-        lines = console.render_lines(Group(*renderables), options, style=style, pad=True)
-        self._lines = [Strip(line, width) for line in lines]
-        self.virtual_size = Size(width, len(self._lines))
-        self.refresh()
+        self.show(self.timeline, keep_position=True)
 
     def on_resize(self, event: Resize) -> None:
-        if self.scrollable_content_region.width != self._width:
-            self._render_lines()
+        follow = self._follow
+        if self.render_width != self._width:
+            self.show(self.timeline, keep_position=True)
+        if follow:
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
 
     def render_line(self, y: int) -> Strip:
         index = self.scroll_offset.y + y
