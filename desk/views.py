@@ -6,7 +6,9 @@ Each function opens its own short session, so the app can call it from a worker 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -115,6 +117,36 @@ def queue_filter(queue: str) -> dict[str, str | None]:
     if kind == "tag":
         return {"queue": "open", "channel": None, "tag": name}
     return {"queue": queue, "channel": None, "tag": None}
+
+
+class Prefetch:
+    """A queue's first page read in a thread while the app starts, handed to the list."""
+
+    def __init__(self, store: Store, queue: str, agent: str, limit: int) -> None:
+        self.queue, self.limit = queue, limit
+        self._future: Future[tuple[int, list[TicketRow]]] = Future()
+        thread = threading.Thread(target=self._run, args=(store, queue, agent, limit),
+                                  daemon=True, name="desk-prefetch")
+        thread.start()
+
+    def _run(self, store: Store, queue: str, agent: str, limit: int) -> None:
+        try:
+            self._future.set_result(ticket_rows(store, queue, agent, 0, limit))
+        except Exception as error:  # handed to the list's worker, which reports it
+            self._future.set_exception(error)
+
+    def loader_with(self, fallback: RowLoader) -> RowLoader:
+        """`fallback`, except that the first request for the first page takes the prefetch."""
+        used = False
+
+        def load(offset: int, limit: int) -> tuple[int, list[TicketRow]]:
+            nonlocal used
+            if not used and offset == 0 and limit == self.limit:
+                used = True
+                return self._future.result()
+            return fallback(offset, limit)
+
+        return load
 
 
 def ticket_rows(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -17,10 +18,12 @@ from desk.keys import APP, MAIN
 from desk.store import Store
 from desk.textsafe import printable
 from desk.tui.bindings import bindings
-from desk.tui.screens.composer import ComposerScreen, Draft
-from desk.tui.screens.help import HelpScreen
 from desk.tui.screens.main import MainScreen
 from desk.tui.widgets.queue_list import CHANNEL_QUEUES, STATUS_QUEUES
+from desk.tui.widgets.ticket_list import PAGE
+
+if TYPE_CHECKING:
+    from desk.tui.screens.composer import Draft
 
 LIVE_POLL_SECONDS = 1.0
 PALETTE_AREAS = {"ticket": "ticket", "customer": "customer", "app": "app"}
@@ -45,6 +48,8 @@ class DeskApp(App[None]):
             c.channel: c.name for c in settings.connectors if c.enabled
         }
         self.drafts: dict[Draft, str] = {}
+        # The first page is read while Textual starts up, not after.
+        self.first_page: views.Prefetch | None = views.Prefetch(store, "open", self.agent, PAGE)
         self._data_version: int | None = None
         self._seen_message_id: int | None = None
         self.set_keymap(settings.keymap)
@@ -73,8 +78,9 @@ class DeskApp(App[None]):
     def on_desk_app_arrived(self, message: Arrived) -> None:
         self._seen_message_id = max(self._seen_message_id or 0, message.newest_id)
         for screen in self.screen_stack:
-            if isinstance(screen, MainScreen | ComposerScreen):
-                screen.refresh_from_store()
+            refresh = getattr(screen, "refresh_from_store", None)  # main screen, composer
+            if refresh is not None:
+                refresh()
         for arrival in message.arrivals:
             self.notify(
                 f"#{arrival.ticket_id} ({arrival.channel}): "
@@ -85,6 +91,8 @@ class DeskApp(App[None]):
             self.bell()
 
     def action_help(self) -> None:
+        from desk.tui.screens.help import HelpScreen
+
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 

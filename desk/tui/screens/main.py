@@ -26,11 +26,7 @@ from desk.outbox import retry
 from desk.textsafe import printable
 from desk.tui.bindings import bindings
 from desk.tui.messages import TicketChosen
-from desk.tui.screens.composer import ComposerScreen, Draft
-from desk.tui.screens.help import HelpScreen
-from desk.tui.screens.merge import MergeScreen
 from desk.tui.screens.pickers import ChoiceScreen, PromptScreen
-from desk.tui.screens.search import SearchScreen
 from desk.tui.widgets.customer_panel import CustomerPanel, PresenceBar
 from desk.tui.widgets.queue_list import CHANNELS, QueueList
 from desk.tui.widgets.ticket_list import TicketList
@@ -40,7 +36,8 @@ from desk.tui.widgets.timeline import Rendered, TimelineView, render_timeline
 # the customer panel gets its own column.
 NARROW = 100
 WIDE = 150
-TIMELINE_PAGE = 50
+TIMELINE_PAGE = 25  # newest messages shown when a ticket opens; `[` loads more
+EARLIER_PAGE = 50
 CURSOR_SETTLE_SECONDS = 0.06
 IDENTITY_KINDS = {"email": "email", "phone": "phone", "sms": "phone", "telegram": "telegram"}
 
@@ -87,7 +84,12 @@ class MainScreen(Screen[None]):
         yield Footer()
 
     def _loader(self) -> views.RowLoader:
-        return partial(views.ticket_rows, self.app.store, self.queue, self.app.agent)  # type: ignore[attr-defined]
+        loader = partial(views.ticket_rows, self.app.store, self.queue, self.app.agent)  # type: ignore[attr-defined]
+        first_page = self.app.first_page  # type: ignore[attr-defined]
+        if first_page is None or first_page.queue != self.queue:
+            return loader
+        self.app.first_page = None  # type: ignore[attr-defined]
+        return first_page.loader_with(loader)
 
     def on_mount(self) -> None:
         self.query_one(PresenceBar).display = False
@@ -172,8 +174,11 @@ class MainScreen(Screen[None]):
         if self._open_timer is not None:
             self._open_timer.stop()
             self._open_timer = None
-        if message.open_it or self.timeline is None:
-            self.open_ticket(message.ticket_id, focus=message.open_it)
+        if message.open_it:
+            self.open_ticket(message.ticket_id, focus=True)
+        elif self.timeline is None:
+            # The list's first paint goes first; the conversation follows straight after.
+            self.call_after_refresh(self.open_ticket, message.ticket_id)
         else:
             # Holding j runs through tickets: load the one the cursor settles on.
             self._open_timer = self.set_timer(
@@ -185,8 +190,11 @@ class MainScreen(Screen[None]):
             self.timeline_limit = TIMELINE_PAGE
             self.load_timeline(ticket_id)
         if focus:
-            self.add_class("-reading")
-            self.query_one(TimelineView).focus()
+            if not self.has_class("-reading"):
+                self.add_class("-reading")
+            view = self.query_one(TimelineView)
+            if not view.has_focus:
+                view.focus()
 
     @on(OptionList.OptionSelected, "#queues")
     @on(OptionList.OptionHighlighted, "#queues")
@@ -214,6 +222,9 @@ class MainScreen(Screen[None]):
         return self.timeline
 
     def action_reply(self, mode: str = "reply", text: str | None = None) -> None:
+        # Dialogs are imported when first opened: the first paint does not wait for them.
+        from desk.tui.screens.composer import ComposerScreen, Draft
+
         timeline = self._ticket()
         if timeline is None:
             return
@@ -226,6 +237,8 @@ class MainScreen(Screen[None]):
         self.action_reply("note")
 
     def action_editor(self) -> None:
+        from desk.tui.screens.composer import ComposerScreen
+
         timeline = self._ticket()
         if timeline is None:
             return
@@ -380,6 +393,8 @@ class MainScreen(Screen[None]):
         self.app.push_screen(ChoiceScreen("Retry which message?", choices), chosen)
 
     def action_merge(self) -> None:
+        from desk.tui.screens.merge import MergeScreen
+
         timeline = self._ticket()
         if timeline is None:
             return
@@ -471,6 +486,8 @@ class MainScreen(Screen[None]):
             check=check), chosen)
 
     def action_search(self) -> None:
+        from desk.tui.screens.search import SearchScreen
+
         def chosen(ticket_id: int | None) -> None:
             if ticket_id is not None:
                 self.open_ticket(ticket_id, focus=True)
@@ -478,14 +495,14 @@ class MainScreen(Screen[None]):
         self.app.push_screen(SearchScreen(), chosen)
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen())
+        self.app.action_help()
 
     def action_unfold(self) -> None:
         self.query_one(TimelineView).toggle_unfold()
 
     def action_earlier(self) -> None:
         if self.timeline is not None and self.timeline.earlier and self.ticket_id is not None:
-            self.timeline_limit += TIMELINE_PAGE
+            self.timeline_limit += EARLIER_PAGE
             self.load_timeline(self.ticket_id, keep_position=True)
 
     def action_next_ticket(self) -> None:

@@ -58,8 +58,14 @@ def customer_text(timeline: Timeline) -> Text:
 
 
 class CustomerPanel(Static):
+    _shown: Text | None = None
+
     def show(self, timeline: Timeline | None) -> None:
-        self.update(customer_text(timeline) if timeline is not None else "")
+        text = customer_text(timeline) if timeline is not None else Text()
+        # Updating a Static re-lays out the screen: skip it when nothing changed.
+        if self._shown is None or text != self._shown:
+            self._shown = text
+            self.update(text)
 
 
 class PresenceBar(Static):
@@ -67,7 +73,8 @@ class PresenceBar(Static):
 
     def show(self, timeline: Timeline | None) -> None:
         others = timeline.others_active if timeline is not None else []
-        self.display = bool(others)
+        if self.display != bool(others):
+            self.display = bool(others)
         if others:
             doing = {"reply": "writing a reply", "note": "writing a note"}
             self.update(Text(
