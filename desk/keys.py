@@ -13,6 +13,11 @@ class Key:
     action: str
     description: str
     show: bool = True  # in the footer
+    help: str = ""  # the longer description of the help screen, when the footer's is terse
+
+    @property
+    def explained(self) -> str:
+        return self.help or self.description
 
 
 MAIN = (
@@ -26,8 +31,8 @@ MAIN = (
     Key("ticket.status", "S", "status", "Status", show=False),
     Key("ticket.pending", "w", "pending", "Pending (waiting on customer)", show=False),
     Key("ticket.reopen", "o", "reopen", "Reopen", show=False),
-    Key("ticket.editor", "e", "editor", "Reply in $EDITOR", show=False),
-    Key("ticket.retry", "R", "retry", "Retry failed message", show=False),
+    Key("ticket.editor", "e", "editor", "$EDITOR", help="Reply in $VISUAL/$EDITOR"),
+    Key("ticket.retry", "R", "retry", "Retry", help="Retry a failed message"),
     Key("ticket.unfold", "u", "unfold", "Unfold quotes", show=False),
     Key("ticket.earlier", "left_square_bracket", "earlier", "Load earlier messages", show=False),
     Key("ticket.next", "J", "next_ticket", "Next ticket", show=False),

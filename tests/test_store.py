@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, select, text, update
+from sqlalchemy import create_engine, event, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from desk import tickets
@@ -200,3 +200,20 @@ def test_another_connections_commit_is_noticed(tmp_path: Path, inbound) -> None:
     assert app.data_version() != before
     app.close()
     daemon.close()
+
+
+def test_a_version_1_store_gains_the_presence_table(tmp_path: Path) -> None:
+    from sqlalchemy import inspect
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    Store(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:  # make it look like a store written by desk before presence
+        conn.execute(text("DROP TABLE presence"))
+        conn.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+    engine.dispose()
+    reopened = Store(url)
+    assert "presence" in inspect(reopened.engine).get_table_names()
+    with reopened.session() as session:
+        assert session.get(Meta, "schema_version").value == str(SCHEMA_VERSION)
+    reopened.close()

@@ -515,6 +515,34 @@ async def test_new_messages_appear_and_my_tickets_notify(app, ids, store) -> Non
         assert any("Still there?" in note for note in notes)
 
 
+async def test_a_hostile_customer_in_a_notification_stays_literal(app, ids, store) -> None:
+    from textual.widgets._toast import Toast
+
+    with store.transaction() as session:
+        from desk import tickets as actions
+
+        hostile_ticket = session.execute(select(Message.ticket_id).where(
+            Message.provider_id == "<m200@test>")).scalar_one()
+        actions.assign(session, hostile_ticket, "alice", actor="alice")
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await settle(app, pilot)
+        other = Store(store.url)
+        ingest(other, [tui_store.mail(201, "evil@example.com", HOSTILE, f"subject {HOSTILE}",
+                                      f"again {HOSTILE}", tui_store.NOW)])
+        other.close()
+        app.poll_store()
+        await settle(app, pilot)
+        notes = [(n.title, n.message) for n in app._notifications]
+        assert notes, "a customer wrote on alice's ticket: she is told"
+        await pilot.pause(0.2)  # toasts mount on the next refresh
+        toasts = list(app.screen.query(Toast))
+        assert toasts, notes
+        shown = " ".join(str(toast.render()) for toast in toasts)
+        assert "[@click=app.quit]z[/]" in shown and "\x1b" not in shown
+        await pilot.click(Toast)
+        assert app.is_running
+
+
 async def test_another_agent_writing_is_shown_and_mine_is_announced(app, ids, store) -> None:
     with store.transaction() as session:
         presence.announce(session, "bob", ids["ticket"], "reply")

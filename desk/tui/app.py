@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from textual import work
 from textual.app import App, SystemCommand
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from desk import views
@@ -89,6 +90,19 @@ class DeskApp(App[None]):
             )
         if message.arrivals and self.settings.desk.bell:
             self.bell()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Notifications carry customers' names and words: never read them as markup (widgets'
+        `notify` asks for markup by default; desk never wants it)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def action_help(self) -> None:
         from desk.tui.screens.help import HelpScreen

@@ -110,7 +110,7 @@ class ComposerScreen(ModalScreen[bool]):
             yield Static("", id="warning")
             yield TextArea(self.initial_text, id="body", soft_wrap=True, show_line_numbers=False)
             yield Static("", id="counter")
-        yield Footer()
+        yield Footer(compact=True)
 
     def _customer_said(self) -> Text:
         """The customer's last message, so the agent sees what they answer."""
@@ -223,7 +223,7 @@ class ComposerScreen(ModalScreen[bool]):
         address = self.query_one("#address", Select)
         channel = self.query_one("#channel", Select).value
         addresses = [r.to for r in self.routes if r.channel == channel]
-        address.set_options([(printable(a, single_line=True), a) for a in addresses])
+        address.set_options([(Text(printable(a, single_line=True)), a) for a in addresses])
         if addresses:
             address.value = addresses[0]
         # One address needs no choosing; several (two emails, two numbers) do.

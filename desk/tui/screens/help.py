@@ -21,7 +21,7 @@ def keys_table(keymap: dict[str, str]) -> Table:
     for group, keys in GROUPS.items():
         table.add_row(Text(group, style="bold underline"), "", "")
         for key in keys:
-            table.add_row(Text(shown(effective_keys(key, keymap))), Text(key.description),
+            table.add_row(Text(shown(effective_keys(key, keymap))), Text(key.explained),
                           Text(key.id))
         table.add_row("", "", "")
     table.add_row(Text("ctrl+p"), Text("Command palette: every action by name"), Text(""))

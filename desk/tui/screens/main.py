@@ -81,7 +81,7 @@ class MainScreen(Screen[None]):
                 with Horizontal(id="detail-body"):
                     yield TimelineView(id="timeline")
                     yield CustomerPanel("", id="customer")
-        yield Footer()
+        yield Footer(compact=True)
 
     def _loader(self) -> views.RowLoader:
         loader = partial(views.ticket_rows, self.app.store, self.queue, self.app.agent)  # type: ignore[attr-defined]
