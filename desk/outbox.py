@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlmodel import Session
 
 from connectors.base import (
@@ -40,6 +40,38 @@ TELEGRAM_LIMIT = 4096
 
 class OutboxError(ValueError):
     """A reply that cannot be queued as asked (no such channel for this customer, …)."""
+
+
+class BlindReplyError(OutboxError):
+    """The conversation moved on since the agent last looked: the reply was not queued."""
+
+    def __init__(self, changes: list[Message]) -> None:
+        super().__init__(f"{len(changes)} new message(s) since the reply was written")
+        self.changes = changes
+
+
+def unseen_changes(
+    session: Session, customer_id: int, after_id: int, agent: str, limit: int = 20
+) -> list[Message]:
+    """What makes a reply written after message `after_id` blind: the customer wrote again
+    (any channel, any ticket) or someone else answered them (another agent, or mail sent from
+    the support address outside desk, which has no author)."""
+    return list(
+        session.execute(
+            select(Message)
+            .where(
+                Message.customer_id == customer_id,
+                Message.id > after_id,
+                or_(
+                    Message.direction == "in",
+                    (Message.direction == "out")
+                    & or_(Message.author.is_(None), Message.author != agent),
+                ),
+            )
+            .order_by(Message.id)
+            .limit(limit)
+        ).scalars()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +134,22 @@ def queue_reply(
     to: str | None = None,
     connectors_by_channel: Mapping[str, str] | None = None,
     then_status: str | None = None,
+    seen_up_to: int | None = None,
 ) -> Message:
-    """Queue a reply on `channel` (default: the one the customer last wrote on)."""
+    """Queue a reply on `channel` (default: the one the customer last wrote on). With
+    `seen_up_to` (the newest message id the agent had seen), a reply that became blind
+    meanwhile is refused with BlindReplyError, in the same transaction that would queue it."""
     if not text.strip():
         raise OutboxError("the reply is empty")
     ticket = session.get(Ticket, ticket_id)
     if ticket is None:
         raise TicketError(f"no ticket #{ticket_id}")
+    if seen_up_to is not None:
+        changes = unseen_changes(session, ticket.customer_id, seen_up_to, agent)
+        if changes:
+            for change in changes:  # readable after the transaction rolls back
+                session.expunge(change)
+            raise BlindReplyError(changes)
     routes = reply_routes(session, ticket, connectors_by_channel)
     if not routes:
         raise OutboxError(f"customer {ticket.customer_id} has no address to reply to")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Literal
 
 from sqlalchemy import delete, select
@@ -249,42 +249,55 @@ _MORNING = time(9, 0)
 def snooze_until(spec: str, now: datetime | None = None, tz: tzinfo | None = None) -> datetime:
     """When a snooze written by an agent ends, in UTC. Accepts a duration (`4h`, `2d`), a time
     of day (`14:30`, the next one), `tomorrow` or a weekday (`mon`, optionally with a time;
-    09:00 when none), or a date (`2026-12-01`, optionally with a time), in the local zone `tz`."""
+    09:00 when none), or a date (`2026-12-01`, optionally with a time). Days and times are read
+    in `tz`, by default the machine's local time (with its daylight-saving rules on that day)."""
     now = now or utcnow()
-    local_now = now.astimezone(tz)
     words = spec.strip().lower().split()
     if len(words) == 1 and re.fullmatch(r"\d+\s*[mhdw]", words[0]):
         return now + snooze_delta(words[0])
-    if not words:
-        raise TicketError("snooze until when? write e.g. 4h, 2d, 14:30, tomorrow or mon 9:00")
-    at = _time_of_day(words[-1]) if len(words) in (1, 2) else None
+    unreadable = TicketError(
+        f"not a time: {spec!r}; write e.g. 4h, 2d, 14:30, tomorrow or mon 9:00")
+    if not words or len(words) > 2:
+        raise unreadable
+    at = _time_of_day(words[-1])
     day_words = words[:-1] if at is not None else words
     if len(day_words) > 1:
-        raise TicketError(f"not a time: {spec!r}; write e.g. 4h, 2d, 14:30, tomorrow or mon 9:00")
+        raise unreadable
+    today = _local(now, tz).date()
     day = day_words[0] if day_words else None
     if day is None:
-        moment = datetime.combine(local_now.date(), at, local_now.tzinfo)  # type: ignore[arg-type]
-        if moment <= local_now:
-            moment += timedelta(days=1)
-        return moment.astimezone(UTC)
-    at = at or _MORNING
-    if day == "tomorrow":
-        date_ = local_now.date() + timedelta(days=1)
+        days: list[date] = [today, today + timedelta(days=1)]  # the next such time
+    elif day == "today":
+        days = [today]
+    elif day == "tomorrow":
+        days = [today + timedelta(days=1)]
     elif len(day) >= 3 and any(name.startswith(day) for name in _WEEKDAYS):
         weekday = next(i for i, name in enumerate(_WEEKDAYS) if name.startswith(day))
-        ahead = (weekday - local_now.weekday()) % 7 or 7
-        date_ = local_now.date() + timedelta(days=ahead)
+        ahead = (weekday - today.weekday()) % 7
+        days = [today + timedelta(days=ahead), today + timedelta(days=ahead + 7)]
     else:
         try:
-            date_ = datetime.strptime(day, "%Y-%m-%d").date()
+            days = [datetime.strptime(day, "%Y-%m-%d").date()]
         except ValueError:
-            raise TicketError(
-                f"not a time: {spec!r}; write e.g. 4h, 2d, 14:30, tomorrow or mon 9:00"
-            ) from None
-    moment = datetime.combine(date_, at, local_now.tzinfo).astimezone(UTC)
-    if moment <= now:
-        raise TicketError(f"{spec!r} is in the past")
-    return moment
+            raise unreadable from None
+    at = at or _MORNING
+    for candidate in days:
+        moment = _from_local(datetime.combine(candidate, at), tz)
+        if moment > now:
+            return moment
+    raise TicketError(f"{spec!r} is in the past")
+
+
+def _local(moment: datetime, tz: tzinfo | None) -> datetime:
+    return moment.astimezone(tz) if tz is not None else moment.astimezone()
+
+
+def _from_local(wall_clock: datetime, tz: tzinfo | None) -> datetime:
+    """A naive wall-clock time in `tz` (or the machine's zone, whose offset on that very day
+    the C library knows) as an aware UTC datetime."""
+    if tz is not None:
+        return wall_clock.replace(tzinfo=tz).astimezone(UTC)
+    return wall_clock.astimezone().astimezone(UTC)  # a naive astimezone() reads local time
 
 
 def _time_of_day(word: str) -> time | None:

@@ -17,6 +17,7 @@ from sqlalchemy import func, or_, select
 from desk.identity import suggestions
 from desk.ingest import snippet
 from desk.models import Customer, Event, Identity, Message, Presence, Ticket
+from desk.outbox import unseen_changes
 from desk.presence import others_on
 from desk.store import (
     Store,
@@ -264,24 +265,10 @@ def describe_event(event: Event) -> str:
 
 
 def changes_since(store: Store, customer_id: int, after_id: int, agent: str) -> list[Message]:
-    """What would make a reply written since message `after_id` blind: the customer wrote
-    again (any channel, any ticket) or another agent answered them."""
+    """What would make a reply written since message `after_id` blind (see
+    `outbox.unseen_changes`)."""
     with store.session() as session:
-        return list(
-            session.execute(
-                select(Message)
-                .where(
-                    Message.customer_id == customer_id,
-                    Message.id > after_id,
-                    or_(
-                        Message.direction == "in",
-                        (Message.direction == "out") & (Message.author != agent),
-                    ),
-                )
-                .order_by(Message.id)
-                .limit(20)
-            ).scalars()
-        )
+        return unseen_changes(session, customer_id, after_id, agent)
 
 
 def latest_message_id(store: Store, customer_id: int) -> int:

@@ -338,3 +338,28 @@ def test_snooze_until_reads_what_an_agent_types(spec: str, expected: datetime) -
 def test_snooze_until_refuses_what_it_cannot_read_or_the_past(spec: str) -> None:
     with pytest.raises(tickets.TicketError):
         tickets.snooze_until(spec, datetime(2026, 3, 4, 10, 0, tzinfo=UTC), tz=UTC)
+
+
+def test_snooze_until_a_weekday_later_today_is_today() -> None:
+    monday_morning = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
+    assert tickets.snooze_until("mon 17:00", monday_morning, tz=UTC) == datetime(
+        2026, 3, 9, 17, 0, tzinfo=UTC)
+    assert tickets.snooze_until("mon 7:00", monday_morning, tz=UTC) == datetime(
+        2026, 3, 16, 7, 0, tzinfo=UTC)
+
+
+def test_snooze_until_keeps_the_wall_clock_across_a_daylight_saving_change(monkeypatch) -> None:
+    import time as time_module
+
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time_module.tzset()
+    try:
+        friday = datetime(2026, 3, 27, 10, 0, tzinfo=UTC)  # 11:00 in Paris, winter time
+        # Clocks go forward on Sunday 29 March: Monday 9:00 in Paris is 07:00 UTC.
+        assert tickets.snooze_until("mon 9:00", friday) == datetime(2026, 3, 30, 7, 0,
+                                                                    tzinfo=UTC)
+        assert tickets.snooze_until("2026-03-30", friday) == datetime(2026, 3, 30, 7, 0,
+                                                                      tzinfo=UTC)
+    finally:
+        monkeypatch.undo()
+        time_module.tzset()

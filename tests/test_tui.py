@@ -269,6 +269,96 @@ async def test_no_blind_reply_when_another_agent_answered(app, ids, store) -> No
         assert [m.author for m in outbound(store, ids["ticket"])][-1] == "bob"
 
 
+async def test_no_blind_reply_when_the_support_mailbox_answered_outside_desk(
+    app, ids, store
+) -> None:
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_marta(app, pilot, ids)
+        await compose(app, pilot, "r", "Hello!")
+        before = len(outbound(store, ids["ticket"]))
+        # bob answered from his mail client: our own address, no desk author
+        ingest(store, [InboundMessage(
+            connector="mail", channel="email", provider_id="<bob-direct@test>",
+            sender="support@example.com", recipients=["marta@example.es"],
+            subject="Re: Grinder", text="Bob here: a replacement is on its way.",
+            sent_at=tui_store.NOW, flags={"own"})])
+        assert outbound(store, ids["ticket"])[-1].author is None
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        warning = str(app.screen.query_one("#warning").render())
+        assert "the support mailbox answered on email" in warning
+        assert len(outbound(store, ids["ticket"])) == before + 1  # bob's mail only
+
+
+async def test_the_warning_keeps_what_changed_when_someone_starts_writing(
+    app, ids, store
+) -> None:
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_marta(app, pilot, ids)
+        composer = await compose(app, pilot, "r", "Any news?")
+        ingest(store, [InboundMessage(
+            connector="sms", channel="sms", provider_id="SM-w", sender="+34612345678",
+            text="Found the receipt!", sent_at=tui_store.NOW)])
+        composer.refresh_from_store()
+        await settle(app, pilot)
+        with store.transaction() as session:
+            presence.announce(session, "bob", ids["ticket"], "reply")
+        composer.refresh_from_store()
+        await settle(app, pilot)
+        warning = str(composer.query_one("#warning").render())
+        assert "bob is also writing" in warning and "Found the receipt!" in warning
+
+
+async def test_a_send_interrupted_by_a_refresh_can_be_sent_again(app, ids, store) -> None:
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_marta(app, pilot, ids)
+        composer = await compose(app, pilot, "r", "Hello again")
+        before = len(outbound(store, ids["ticket"]))
+        composer.action_send()
+        composer.refresh_from_store()  # a live update lands while the send is in flight
+        await settle(app, pilot)
+        assert len(outbound(store, ids["ticket"])) == before + 1
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_keys_right_after_moving_never_act_on_the_ticket_left_behind(
+    app, ids, store
+) -> None:
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_marta(app, pilot, ids)
+        await pilot.press("escape")
+        await pilot.press("j", "a")  # the cursor is on the next ticket, still loading
+        await settle(app, pilot)
+        assert ticket(store, ids["ticket"]).status == "open"
+        next_ticket = app.screen.query_one(TicketList).row(1).id
+        await pilot.pause(0.2)  # the cursor settles: the ticket loads
+        await settle(app, pilot)
+        assert app.screen.timeline.ticket.id == next_ticket
+        await pilot.press("a")  # now it is shown: this one is resolved
+        await settle(app, pilot)
+        assert ticket(store, next_ticket).status == "resolved"
+        assert ticket(store, ids["ticket"]).status == "open"
+
+
+async def test_a_live_update_does_not_take_the_agent_off_their_ticket(app, ids, store) -> None:
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        screen = app.screen
+        screen.show_queue("pending")  # empty
+        await settle(app, pilot)
+        screen.open_ticket(ids["ticket"], focus=True)  # e.g. from search
+        await settle(app, pilot)
+        other_id = next(t for t in range(1, 8) if t != ids["ticket"])
+        from desk import tickets as actions
+
+        with store.transaction() as session:
+            actions.set_status(session, other_id, "pending", actor="bob")
+        screen.refresh_from_store()
+        await settle(app, pilot)
+        assert screen.query_one(TicketList).total == 1
+        assert screen.timeline.ticket.id == ids["ticket"]
+
+
 async def test_c_stores_a_private_note_that_is_never_sent(app, ids, store) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await open_marta(app, pilot, ids)

@@ -5,15 +5,18 @@ the first send stops and shows what changed; sending again confirms."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult, SuspendNotSupported
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, Select, Static, TextArea
+from textual.worker import Worker, WorkerState
 
 from desk import canned, presence, views
 from desk.editor import EditorError, edit
@@ -21,6 +24,7 @@ from desk.keys import COMPOSER
 from desk.models import Message as StoredMessage
 from desk.outbox import (
     TELEGRAM_LIMIT,
+    BlindReplyError,
     Route,
     add_note,
     is_gsm7,
@@ -28,6 +32,7 @@ from desk.outbox import (
     reply_routes,
     sms_segments,
 )
+from desk.store import Store
 from desk.textsafe import printable
 from desk.tickets import reply_subject
 from desk.tui.bindings import bindings
@@ -37,6 +42,28 @@ CHANNEL_NAMES = {"email": "Email", "sms": "SMS", "telegram": "Telegram"}
 CONTEXT_LINES = 3
 AFTER_SENDING = [("Leave the status", ""), ("Then pending", "pending"),
                  ("Then resolved", "resolved")]
+
+
+class PresenceKeeper:
+    """Announces "writing on this ticket" while the composer is open and withdraws it once
+    closed. Calls come from worker threads; the lock and the closed flag make sure a late
+    announce never lands after the withdraw."""
+
+    def __init__(self, store: Store, agent: str, ticket_id: int, mode: str) -> None:
+        self.store, self.agent, self.ticket_id, self.mode = store, agent, ticket_id, mode
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def announce(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self.store.write(
+                    lambda s: presence.announce(s, self.agent, self.ticket_id, self.mode))
+
+    def withdraw(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.store.write(lambda s: presence.withdraw(s, self.agent, self.ticket_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +78,17 @@ class ComposerScreen(ModalScreen[bool]):
     BINDINGS = bindings(COMPOSER)
 
     class RoutesLoaded(Message):
-        def __init__(self, routes: list[Route], baseline: int) -> None:
+        def __init__(self, routes: list[Route]) -> None:
             super().__init__()
-            self.routes, self.baseline = routes, baseline
+            self.routes = routes
 
     class Changed(Message):
-        """What happened since the composer opened (or since the agent last confirmed)."""
+        """What the conversation did since the newest message the agent has seen, and who
+        else is writing on the ticket."""
 
-        def __init__(self, changes: list[StoredMessage], others: list[str], sending: bool) -> None:
+        def __init__(self, changes: list[StoredMessage], others: list[str] | None) -> None:
             super().__init__()
-            self.changes, self.others, self.sending = changes, others, sending
+            self.changes, self.others = changes, others
 
     class Done(Message):
         def __init__(self, summary: str) -> None:
@@ -78,9 +106,15 @@ class ComposerScreen(ModalScreen[bool]):
         self.mode = mode
         self.initial_text = text
         self.routes: list[Route] = []
-        self.baseline = timeline.latest_message_id  # newest message the agent has seen
-        self.unconfirmed: list[StoredMessage] = []
+        # The newest message the agent has seen: in the timeline when the composer opened,
+        # then each change shown in the warning. A send passes it to `queue_reply`, which
+        # refuses the reply if anything newer came in (in the transaction that would queue it).
+        self.seen_up_to = timeline.latest_message_id
+        self.shown_changes: dict[int, StoredMessage] = {}  # listed in the warning
+        self.others: list[str] = []  # other agents writing on the ticket
+        self.routes_missing = False
         self.sending = False
+        self.presence: PresenceKeeper | None = None
 
     @property
     def ticket_id(self) -> int:
@@ -108,6 +142,7 @@ class ComposerScreen(ModalScreen[bool]):
                                       compact=True)
             yield Static(self._customer_said(), id="context")
             yield Static("", id="warning")
+            yield Static("", id="problem")
             yield TextArea(self.initial_text, id="body", soft_wrap=True, show_line_numbers=False)
             yield Static("", id="counter")
         yield Footer(compact=True)
@@ -128,55 +163,58 @@ class ComposerScreen(ModalScreen[bool]):
         return text
 
     def on_mount(self) -> None:
+        self.presence = PresenceKeeper(self.app.store, self.app.agent,  # type: ignore[attr-defined]
+                                       self.ticket_id, self.mode)
         self.query_one("#warning", Static).display = False
+        self.query_one("#problem", Static).display = False
         body = self.query_one("#body", TextArea)
         body.focus()
         body.move_cursor(body.document.end)
         self.update_counter()
         self.load()
-        self.check(sending=False)
+        self.check(self.seen_up_to)
+        self.announce()
         self.set_interval(presence.RENEW.total_seconds(), self.announce)
 
     def on_unmount(self) -> None:
-        store, agent = self.app.store, self.app.agent  # type: ignore[attr-defined]
-        ticket_id = self.ticket_id
-        store.write(lambda s: presence.withdraw(s, agent, ticket_id))
+        # Off the UI thread: a busy store must not freeze the app, and the row expires anyway.
+        if self.presence is not None:
+            self.app.run_worker(self.presence.withdraw, thread=True, exit_on_error=False,
+                                group="presence")
 
     # ---- workers ------------------------------------------------------------------------------
 
     @work(thread=True, exit_on_error=False)
     def load(self) -> None:
-        store = self.app.store  # type: ignore[attr-defined]
-        self.announce_now()
         if self.mode != "reply":
             return
+        store = self.app.store  # type: ignore[attr-defined]
         with store.session() as session:
             ticket = session.get(type(self.timeline.ticket), self.ticket_id)
             routes = reply_routes(session, ticket, self.app.connectors_by_channel)  # type: ignore[arg-type, attr-defined]
-        self.post_message(self.RoutesLoaded(routes, self.baseline))
+        self.post_message(self.RoutesLoaded(routes))
 
     def announce(self) -> None:
-        self.run_worker(self.announce_now, thread=True, exit_on_error=False, group="presence")
-
-    def announce_now(self) -> None:
-        store, agent = self.app.store, self.app.agent  # type: ignore[attr-defined]
-        ticket_id, mode = self.ticket_id, self.mode
-        store.write(lambda s: presence.announce(s, agent, ticket_id, mode))
+        if self.presence is not None:
+            self.app.run_worker(self.presence.announce, thread=True, exit_on_error=False,
+                                group="presence")
 
     def refresh_from_store(self) -> None:
         """The store changed: say early if the customer wrote or another agent answered."""
-        self.check(sending=False)
+        self.check(max(self.seen_up_to, *self.shown_changes, 0))
 
     @work(thread=True, exclusive=True, group="check", exit_on_error=False)
-    def check(self, sending: bool) -> None:
+    def check(self, after_id: int) -> None:
         store, agent = self.app.store, self.app.agent  # type: ignore[attr-defined]
-        changes = views.changes_since(store, self.timeline.customer.id, self.baseline, agent)  # type: ignore[arg-type]
+        changes = views.changes_since(store, self.timeline.customer.id, after_id, agent)  # type: ignore[arg-type]
         with store.session() as session:
             others = [p.agent for p in presence.others_on(session, self.ticket_id, agent)]
-        self.post_message(self.Changed(changes, others, sending))
+        self.post_message(self.Changed(changes, others))
 
     @work(thread=True, exclusive=True, group="send", exit_on_error=False)
-    def deliver(self, text: str, channel: str | None, to: str | None, then: str | None) -> None:
+    def deliver(
+        self, text: str, channel: str | None, to: str | None, then: str | None, seen_up_to: int
+    ) -> None:
         store, agent = self.app.store, self.app.agent  # type: ignore[attr-defined]
         ticket_id = self.ticket_id
         try:
@@ -187,12 +225,25 @@ class ComposerScreen(ModalScreen[bool]):
             connectors = self.app.connectors_by_channel  # type: ignore[attr-defined]
             message = store.write(lambda s: queue_reply(
                 s, ticket_id, text, agent=agent, channel=channel, to=to,
-                connectors_by_channel=connectors, then_status=then or None))
+                connectors_by_channel=connectors, then_status=then or None,
+                seen_up_to=seen_up_to))
             self.post_message(self.Done(
                 f"Reply queued on {CHANNEL_NAMES.get(message.channel, message.channel)} "
-                f"to {message.recipient}"))
+                f"to {printable(message.recipient or '', single_line=True)}"))
+        except BlindReplyError as blind:
+            self.post_message(self.Changed(blind.changes, None))
+            self.post_message(self.Failed("Not sent: read what changed, then send again."))
         except ValueError as error:  # OutboxError, TicketError: the agent can fix it
             self.post_message(self.Failed(str(error)))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "send" or event.state not in (
+            WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED
+        ):
+            return
+        self.sending = False
+        if event.state == WorkerState.ERROR:  # the store failed: say so, keep the text
+            self.show_problem(f"Not sent: {event.worker.error}")
 
     # ---- handlers -----------------------------------------------------------------------------
 
@@ -203,9 +254,8 @@ class ComposerScreen(ModalScreen[bool]):
         channel.set_options([(self._channel_label(c), c) for c in channels])
         if channels:
             channel.value = channels[0]  # the channel the customer last wrote on
-        else:
-            self.warn(Text("This customer has no address to reply to: link one (L) first.",
-                           style="bold red"))
+        self.routes_missing = not channels
+        self.show_warning()
         self.update_addresses()
 
     def _channel_label(self, channel: str) -> str:
@@ -264,36 +314,49 @@ class ComposerScreen(ModalScreen[bool]):
         value = self.query_one("#channel", Select).value
         return value if isinstance(value, str) else None
 
-    def warn(self, text: Text | None) -> None:
-        warning = self.query_one("#warning", Static)
-        warning.display = text is not None
-        warning.update(text or "")
-
     def on_composer_screen_changed(self, message: Changed) -> None:
+        for change in message.changes:
+            self.shown_changes.setdefault(change.id or 0, change)
+        if message.others is not None:
+            self.others = message.others
+        self.show_warning()
+
+    def show_warning(self) -> None:
+        """Everything the agent should know before sending, rebuilt from the state each time
+        so no part of it hides another."""
         lines = Text()
-        for agent in message.others:
+        for agent in self.others:
             lines.append(f"⚠ {printable(agent, single_line=True)} is also writing on this "
                          "ticket\n", style="bold yellow")
-        if message.changes:
-            self.unconfirmed = message.changes
-            self.baseline = max(m.id or 0 for m in message.changes)
+        if self.routes_missing:
+            lines.append("This customer has no address to reply to: link one (L) first.\n",
+                         style="bold red")
+        if self.shown_changes:
             lines.append("Since you started writing:\n", style="bold red")
-            for change in message.changes[-5:]:
-                who = (change.sender_name or change.sender) if change.direction == "in" else (
-                    change.author)
-                what = "wrote" if change.direction == "in" else "answered"
+            for change in list(self.shown_changes.values())[-5:]:
+                if change.direction == "in":
+                    who, what = change.sender_name or change.sender or "", "wrote"
+                else:
+                    who, what = change.author or "the support mailbox", "answered"
                 lines.append(
-                    f"  {printable(who or '', single_line=True)} {what} on {change.channel}: "
+                    f"  {printable(who, single_line=True)} {what} on {change.channel}: "
                     f"{printable(change.text, single_line=True)[:100]}\n")
-            lines.append("Edit your reply, or press send again to send it as it is.",
-                         style="bold")
-        if message.sending:
-            self.sending = False
-            if not message.changes:
-                self.send_now()
-                return
-        if lines:
-            self.warn(lines)
+            lines.append("Edit your reply, or send again to send it as it is.", style="bold")
+        lines.rstrip()
+        try:
+            warning = self.query_one("#warning", Static)
+        except NoMatches:  # closed meanwhile
+            return
+        warning.display = bool(lines.plain)
+        warning.update(lines)
+
+    def show_problem(self, reason: str | None) -> None:
+        try:
+            problem = self.query_one("#problem", Static)
+        except NoMatches:  # closed meanwhile
+            return
+        problem.display = reason is not None
+        problem.update(Text(printable(reason or ""), style="bold red"))
 
     def on_composer_screen_done(self, message: Done) -> None:
         self.app.drafts.pop(self.draft_key, None)  # type: ignore[attr-defined]
@@ -301,39 +364,30 @@ class ComposerScreen(ModalScreen[bool]):
         self.dismiss(True)
 
     def on_composer_screen_failed(self, message: Failed) -> None:
-        self.sending = False
-        self.warn(Text(printable(message.reason), style="bold red"))
+        self.show_problem(message.reason)
 
     # ---- actions ------------------------------------------------------------------------------
 
     def action_send(self) -> None:
         if self.sending:
             return
-        if not self.query_one("#body", TextArea).text.strip():
-            self.warn(Text("Nothing to send yet.", style="bold red"))
-            return
-        self.sending = True
-        if self.mode == "note":
-            self.send_now()
-        elif self.unconfirmed:
-            # The agent saw what changed and sends anyway; anything newer still stops it.
-            self.unconfirmed = []
-            self.check(sending=True)
-        else:
-            self.check(sending=True)
-
-    def send_now(self) -> None:
-        self.sending = True
         text = self.query_one("#body", TextArea).text
+        if not text.strip():
+            self.show_problem("Nothing to send yet.")
+            return
+        self.show_problem(None)
+        self.sending = True
+        # What the warning shows counts as seen: sending again after reading it goes out,
+        # unless something newer arrived (queue_reply checks, atomically).
+        self.seen_up_to = max(self.seen_up_to, *self.shown_changes, 0)
         channel = self.chosen_channel()
-        to = None
-        then = None
+        to = then = None
         if self.mode == "reply":
             address = self.query_one("#address", Select).value
             to = address if isinstance(address, str) else None
             chosen = self.query_one("#then", Select).value
             then = chosen if isinstance(chosen, str) and chosen else None
-        self.deliver(text, channel, to, then)
+        self.deliver(text, channel, to, then, self.seen_up_to)
 
     def action_cancel(self) -> None:
         text = self.query_one("#body", TextArea).text
@@ -378,7 +432,7 @@ class ComposerScreen(ModalScreen[bool]):
             except SuspendNotSupported:
                 text = edit(body.text)  # no terminal to hand over (headless)
         except EditorError as error:
-            self.warn(Text(str(error), style="bold red"))
+            self.show_problem(str(error))
             return
         body.load_text(text.rstrip("\n"))
         body.move_cursor(body.document.end)

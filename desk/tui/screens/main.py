@@ -185,6 +185,9 @@ class MainScreen(Screen[None]):
                 CURSOR_SETTLE_SECONDS, partial(self.open_ticket, message.ticket_id))
 
     def open_ticket(self, ticket_id: int, *, focus: bool = False) -> None:
+        if self._open_timer is not None:
+            self._open_timer.stop()
+            self._open_timer = None
         if ticket_id != self.ticket_id:
             self.ticket_id = ticket_id
             self.timeline_limit = TIMELINE_PAGE
@@ -218,6 +221,11 @@ class MainScreen(Screen[None]):
         """The open ticket, or a word to the agent that there is none."""
         if self.timeline is None or self.ticket_id is None:
             self.notify("Open a ticket first", severity="warning")
+            return None
+        if self.timeline.ticket.id != self.ticket_id or self._open_timer is not None:
+            # The cursor moved on and that ticket is still loading: acting now would act on
+            # the one shown before, which the agent has left.
+            self.notify("The ticket is still loading: try again", severity="warning")
             return None
         return self.timeline
 
@@ -387,7 +395,8 @@ class MainScreen(Screen[None]):
         if len(failed) == 1:
             chosen(str(failed[0].id))
             return
-        choices = [(str(m.id), Text(f"{m.channel} to {m.recipient}: "
+        choices = [(str(m.id), Text(f"{m.channel} to "
+                                    f"{printable(m.recipient or '', single_line=True)}: "
                                     f"{printable(m.error or '', single_line=True)[:60]}"))
                    for m in failed]
         self.app.push_screen(ChoiceScreen("Retry which message?", choices), chosen)

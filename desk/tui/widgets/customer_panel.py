@@ -30,12 +30,12 @@ def customer_text(timeline: Timeline) -> Text:
     text = Text()
     text.append(printable(customer.name, single_line=True) or f"customer #{customer.id}",
                 style="bold")
-    text.append(f"  #{customer.id}\n", style="dim")
+    text.append(f"  customer {customer.id}\n", style="dim")
     for identity in timeline.identities:
         text.append(f"{KIND_LABELS.get(identity.kind, identity.kind)} ", style="bold")
         text.append(identity_label(identity) + "\n")
     text.append("\n")
-    text.append(f"#{ticket.id} ", style="bold")
+    text.append(f"Ticket #{ticket.id} ", style="bold")
     text.append(f"{ticket.status} · {ticket.priority} · {ticket.assignee or 'unassigned'}\n")
     if ticket.snoozed_until is not None and ticket.status == "snoozed":
         text.append(f"until {ticket.snoozed_until.astimezone():%a %d %b %H:%M}\n", style="dim")

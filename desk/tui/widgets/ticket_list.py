@@ -59,6 +59,7 @@ class TicketList(ScrollView, can_focus=True):
         self._selected_id: int | None = None  # the ticket the agent is on
         self._quiet = False  # a cursor move made by a reload, not by the agent
         self._announce_pending = False  # the agent moved onto a row not loaded yet
+        self._keeping = False  # the current load is a live reload
         self._ready = False
 
     # ---- data ---------------------------------------------------------------------------------
@@ -69,6 +70,7 @@ class TicketList(ScrollView, can_focus=True):
             self._loader = loader
         self._generation += 1
         self._ready = False
+        self._keeping = keep_cursor
         self._stale = dict(self._pages) if keep_cursor else {}
         self._pages.clear()
         self._requested.clear()
@@ -101,7 +103,7 @@ class TicketList(ScrollView, can_focus=True):
             evicted, _rows = self._pages.popitem(last=False)
             self._requested.discard(evicted)
         self._total = message.total
-        self.virtual_size = Size(self.size.width, self._total * ROW_HEIGHT)
+        self.virtual_size = Size(self.scrollable_content_region.width, self._total * ROW_HEIGHT)
         self._quiet = True
         # A live reload keeps the agent on their ticket even when the list re-sorts; one that
         # left the queue leaves the cursor where it was, on the next ticket, without opening it.
@@ -113,7 +115,9 @@ class TicketList(ScrollView, can_focus=True):
             self.cursor = self._total - 1
         self._quiet = False
         self.refresh()
-        if self._selected_id is None or self._announce_pending:
+        # A live reload never opens a ticket on its own (the agent may be reading one from
+        # search); a new queue opens its first row, and a jump opens the row it landed on.
+        if (self._selected_id is None and not self._keeping) or self._announce_pending:
             self._announce()
         if not self._ready:
             self._ready = True
@@ -138,7 +142,7 @@ class TicketList(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         line = self.scroll_offset.y + y
         index, part = divmod(line, ROW_HEIGHT)
-        width = self.size.width
+        width = self.scrollable_content_region.width  # the scrollbar is not ours to paint
         if index >= self._total:
             return Strip.blank(width, self.rich_style)
         row = self.row(index)
