@@ -154,7 +154,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run_forever(store, settings, only=args.connector))
         return 0
-    report = asyncio.run(run_once(store, settings, only=args.connector))
+    report = asyncio.run(run_once(store, settings, only=args.connector,
+                                  progress=_sync_progress(sys.stderr.isatty())))
     for name, result in report.fetched.items():
         _out(f"{name}: {result.stored} new, {result.duplicates} already stored")
     for name, error in report.errors.items():
@@ -162,6 +163,32 @@ def cmd_sync(args: argparse.Namespace) -> int:
     delivery = report.delivery
     _out(f"outbox: {delivery.sent} sent, {delivery.retrying} to retry, {delivery.failed} failed")
     return 0 if report.ok else 1
+
+
+def _sync_progress(on_terminal: bool) -> Callable[[str, int, int | None], None]:
+    """A progress bar on a terminal; otherwise a log line per batch."""
+    import logging
+    import time
+
+    started: dict[str, float] = {}
+    log = logging.getLogger("desk.sync")
+
+    def show(name: str, done: int, total: int | None) -> None:
+        began = started.setdefault(name, time.monotonic())
+        rate = done / max(time.monotonic() - began, 1e-6)
+        if not on_terminal:
+            log.info("%s: %d%s messages read (%.0f/s)", name, done,
+                     f" of {total}" if total else "", rate)
+            return
+        if total:
+            filled = min(30, 30 * done // max(total, 1))
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}"
+        else:
+            bar = f"{done}"
+        end = "\n" if total and done >= total else ""
+        print(f"\r{name}: {bar} {rate:,.0f} msg/s", end=end, file=sys.stderr, flush=True)
+
+    return show
 
 
 def cmd_import(args: argparse.Namespace) -> int:

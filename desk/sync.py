@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -104,12 +105,16 @@ async def fetch_into_store(
     return total
 
 
+SyncProgress = Callable[[str, int, int | None], None]  # connector, messages read, of how many
+
+
 async def run_once(
     store: Store,
     settings: Settings,
     *,
     only: str | None = None,
     connectors: Mapping[str, Connector] | None = None,
+    progress: SyncProgress | None = None,
 ) -> SyncReport:
     """One pass: fetch each enabled connector, then deliver due replies."""
     report = SyncReport()
@@ -124,7 +129,8 @@ async def run_once(
             try:
                 connector = running.get(config.name) or build_connector(config)
                 running[config.name] = connector
-                report.fetched[config.name] = await fetch_into_store(store, connector, options)
+                report.fetched[config.name] = await fetch_into_store(
+                    store, connector, options, progress=_reporter(config.name, connector, progress))
                 log.info("%s: %d new messages", config.name, report.fetched[config.name].stored)
             except Exception as exc:  # one connector failing never stops the others
                 reason = f"{type(exc).__name__}: {exc}"
@@ -140,10 +146,79 @@ async def run_once(
     return report
 
 
-async def run_forever(store: Store, settings: Settings, *, only: str | None = None) -> None:
-    """Repeat passes at the shortest poll interval until cancelled."""
-    intervals = [c.poll_interval for c in settings.connectors if c.enabled] or [60.0]
-    pause = max(1.0, min(intervals))
+async def watch_connector(
+    store: Store,
+    connector: Connector,
+    options: IngestOptions,
+    *,
+    poll_interval: float,
+    backoff_cap: float = 300.0,
+) -> None:
+    """Keep one connector's messages flowing into the store until cancelled: fetch, then wait
+    for news (IMAP IDLE where the connector can push, else `poll_interval`). Errors are
+    recorded and retried with capped exponential backoff and jitter; they never end the loop."""
+    failures = 0
     while True:
-        await run_once(store, settings, only=only)
-        await asyncio.sleep(pause)
+        try:
+            await fetch_into_store(store, connector, options)
+            failures = 0
+            wait = getattr(connector, "wait", None)
+            if wait is not None:
+                await wait(poll_interval)
+            else:
+                await asyncio.sleep(poll_interval)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: %s (attempt %d)", connector.name, reason, failures)
+            await asyncio.to_thread(record_error, store, connector.name, reason)
+            delay = min(backoff_cap, 0.5 * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
+            await asyncio.sleep(delay)
+
+
+async def deliver_forever(
+    store: Store, connectors: Mapping[str, Connector], interval: float = 2.0
+) -> None:
+    """Send due replies and wake snoozed tickets every `interval` seconds until cancelled."""
+    while True:
+        try:
+            await deliver_due(store, connectors)
+            await asyncio.to_thread(store.write, lambda session: wake_snoozed(session))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the next round tries again
+            log.warning("outbox: %s: %s", type(exc).__name__, exc)
+        await asyncio.sleep(interval)
+
+
+def _reporter(
+    name: str, connector: Connector, progress: SyncProgress | None
+) -> Callable[[IngestResult], None] | None:
+    if progress is None:
+        return None
+
+    def report(total: IngestResult) -> None:
+        # A connector that knows how much it has to read says so (IMAP: the folder's new UIDs).
+        expected = getattr(connector, "progress_total", None) or None
+        progress(name, total.stored + total.duplicates, expected)
+
+    return report
+
+
+async def run_forever(store: Store, settings: Settings, *, only: str | None = None) -> None:
+    """Every enabled connector in its own loop, and the outbox, until cancelled."""
+    options = ingest_options(settings)
+    configs = [c for c in settings.connectors if c.enabled and (only is None or c.name == only)]
+    connectors = {config.name: build_connector(config) for config in configs}
+    loops = [
+        watch_connector(store, connectors[config.name], options,
+                        poll_interval=config.poll_interval)
+        for config in configs
+    ]
+    try:
+        await asyncio.gather(*loops, deliver_forever(store, connectors))
+    finally:
+        for connector in connectors.values():
+            await connector.aclose()

@@ -327,8 +327,12 @@ async def test_keys_right_after_moving_never_act_on_the_ticket_left_behind(
     async with app.run_test(size=(120, 40)) as pilot:
         await open_marta(app, pilot, ids)
         await pilot.press("escape")
+        await settle(app, pilot)
+        tickets = app.screen.query_one(TicketList)
+        assert app.focused is tickets
         await pilot.press("j", "a")  # the cursor is on the next ticket, still loading
         await settle(app, pilot)
+        assert tickets.cursor == 1
         assert ticket(store, ids["ticket"]).status == "open"
         next_ticket = app.screen.query_one(TicketList).row(1).id
         await pilot.pause(0.2)  # the cursor settles: the ticket loads
