@@ -88,14 +88,35 @@ def wait_banner(port: int, banner: bytes, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+TLS_CONF = """
+ssl = yes
+ssl_cert = <{d}/cert.pem
+ssl_key = <{d}/key.pem
+service imap-login {{
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+"""
+
+
 @dataclass
 class Dovecot:
-    """A Dovecot of our own: config, users and Maildirs in a temp dir."""
+    """A Dovecot of our own: config, users and Maildirs in a temp dir. With `tls`, it has a
+    self-signed certificate for localhost: IMAPS on `imaps_port`, STARTTLS on `imap_port`."""
 
     root: Path
+    tls: bool = False
     imap_port: int = field(default_factory=free_port)
+    imaps_port: int = field(default_factory=free_port)
     lmtp_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "cert.pem"
 
     @property
     def conf(self) -> Path:
@@ -107,13 +128,26 @@ class Dovecot:
         if os.geteuid() == 0:
             shutil.chown(self.root / "mail", "nobody", "nogroup")
         (self.root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
-        self.conf.write_text(DOVECOT_CONF.format(d=self.root, imap_port=self.imap_port,
-                                                 lmtp_port=self.lmtp_port))
+        conf = DOVECOT_CONF.format(d=self.root, imap_port=self.imap_port,
+                                   lmtp_port=self.lmtp_port)
+        if self.tls:
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                 "-subj", "/CN=localhost",
+                 "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                 "-keyout", str(self.root / "key.pem"), "-out", str(self.ca_file)],
+                check=True, capture_output=True)
+            conf = conf.replace("ssl = no\n", "").replace(
+                "disable_plaintext_auth = no", "disable_plaintext_auth = yes")
+            conf += TLS_CONF.format(d=self.root, imaps_port=self.imaps_port)
+        self.conf.write_text(conf)
 
     def start(self) -> None:
         self.process = subprocess.Popen(["dovecot", "-F", "-c", str(self.conf)])
         wait_banner(self.imap_port, b"* OK")
         wait_banner(self.lmtp_port, b"220")
+        if self.tls:
+            wait_port(self.imaps_port)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -129,6 +163,17 @@ class Dovecot:
         import imapclient
 
         client = imapclient.IMAPClient("127.0.0.1", port=self.imap_port, ssl=False, timeout=10)
+        client.login(USER, PASSWORD)
+        return client
+
+    def client_tls(self) -> Any:
+        import ssl
+
+        import imapclient
+
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        client = imapclient.IMAPClient("127.0.0.1", port=self.imaps_port, ssl=True,
+                                       ssl_context=context, timeout=10)
         client.login(USER, PASSWORD)
         return client
 
@@ -158,13 +203,27 @@ class Dovecot:
             client.logout()
 
 
-def start_dovecot() -> Dovecot:
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def start_dovecot(*, tls: bool = False) -> Dovecot:
     if not shutil.which("dovecot"):
         missing_peer("Dovecot is not installed: apt-get install -y dovecot-imapd dovecot-lmtpd")
+    if tls and not shutil.which("openssl"):
+        missing_peer("openssl is needed to make the test certificate: apt-get install openssl")
     # Short (sockets live under it) and traversable by Dovecot's own users.
     root = Path(tempfile.mkdtemp(prefix="dc-", dir="/tmp"))
     root.chmod(0o755)
-    server = Dovecot(root)
+    server = Dovecot(root, tls=tls)
     server.setup()
     server.start()
     return server

@@ -36,6 +36,13 @@ def dovecot() -> Iterator[Dovecot]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def tls_dovecot() -> Iterator[Dovecot]:
+    server = start_dovecot(tls=True)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def mailbox(dovecot: Dovecot) -> Dovecot:
     dovecot.reset()
@@ -349,3 +356,21 @@ def test_sync_once_reports_progress_off_a_terminal(store, mailbox, caplog, tmp_p
     lines = [r.getMessage() for r in caplog.records if "messages read" in r.getMessage()]
     assert [line.split(" (")[0] for line in lines] == [
         "mail: 10 of 15 messages read", "mail: 15 of 15 messages read"]
+
+
+@pytest.mark.parametrize("tls", ["ssl", "starttls"])
+def test_imap_over_tls_checks_the_certificate(store, tls_dovecot, tls) -> None:
+    import ssl
+
+    port = tls_dovecot.imaps_port if tls == "ssl" else tls_dovecot.imap_port
+    tls_settings = settings(tls_dovecot, imap_tls=tls, imap_port=port)
+    raw = mail(1).replace(b"Message-ID: <m1@example.org>", f"Message-ID: <tls-{tls}@x>".encode())
+    client = tls_dovecot.client_tls()
+    client.append("INBOX", raw)
+    client.logout()
+    trusted = ssl.create_default_context(cafile=str(tls_dovecot.ca_file))
+    assert sync(store, EmailConnector(tls_settings, ssl_context=trusted)) >= 1
+    assert f"tls-{tls}@x" in provider_ids(store)
+    # The system's trust store does not know this certificate: refused, and said why.
+    with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED"):
+        sync(store, EmailConnector(tls_settings))

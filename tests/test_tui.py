@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -52,6 +53,16 @@ async def settle(app: DeskApp, pilot) -> None:
     for _ in range(4):
         await app.workers.wait_for_complete()
         await pilot.pause()
+
+
+async def until(app: DeskApp, pilot, condition, timeout: float = 5.0) -> None:
+    """Let the app run (its 1 s store poll included) until `condition()` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the app never got there")
+        await settle(app, pilot)
+        await pilot.pause(0.1)
 
 
 async def open_marta(app: DeskApp, pilot, ids: dict[str, int]) -> MainScreen:
@@ -322,8 +333,11 @@ async def test_a_send_interrupted_by_a_refresh_can_be_sent_again(app, ids, store
 
 
 async def test_keys_right_after_moving_never_act_on_the_ticket_left_behind(
-    app, ids, store
+    app, ids, store, monkeypatch
 ) -> None:
+    from desk.tui.screens import main as main_screen
+
+    monkeypatch.setattr(main_screen, "CURSOR_SETTLE_SECONDS", 30)  # it stays "loading"
     async with app.run_test(size=(120, 40)) as pilot:
         await open_marta(app, pilot, ids)
         await pilot.press("escape")
@@ -334,11 +348,12 @@ async def test_keys_right_after_moving_never_act_on_the_ticket_left_behind(
         await settle(app, pilot)
         assert tickets.cursor == 1
         assert ticket(store, ids["ticket"]).status == "open"
-        next_ticket = app.screen.query_one(TicketList).row(1).id
-        await pilot.pause(0.2)  # the cursor settles: the ticket loads
+        next_ticket = tickets.row(1).id
+        assert ticket(store, next_ticket).status == "open"
+        await pilot.press("enter")  # opening it loads it at once
         await settle(app, pilot)
         assert app.screen.timeline.ticket.id == next_ticket
-        await pilot.press("a")  # now it is shown: this one is resolved
+        await pilot.press("a")
         await settle(app, pilot)
         assert ticket(store, next_ticket).status == "resolved"
         assert ticket(store, ids["ticket"]).status == "open"
@@ -603,10 +618,9 @@ async def test_new_messages_appear_and_my_tickets_notify(app, ids, store) -> Non
             sender_name="Marta", text="Still there?", sent_at=tui_store.NOW)])
         other.close()
         app.poll_store()
-        await settle(app, pilot)
-        assert "Still there?" in screen.query_one(TimelineView).text()
-        notes = [n.message for n in app._notifications]
-        assert any("Still there?" in note for note in notes)
+        await until(app, pilot, lambda: "Still there?" in screen.query_one(TimelineView).text())
+        await until(app, pilot, lambda: any("Still there?" in n.message
+                                            for n in app._notifications))
 
 
 async def test_a_hostile_customer_in_a_notification_stays_literal(app, ids, store) -> None:
@@ -625,12 +639,9 @@ async def test_a_hostile_customer_in_a_notification_stays_literal(app, ids, stor
                                       f"again {HOSTILE}", tui_store.NOW)])
         other.close()
         app.poll_store()
-        await settle(app, pilot)
-        notes = [(n.title, n.message) for n in app._notifications]
-        assert notes, "a customer wrote on alice's ticket: she is told"
-        await pilot.pause(0.2)  # toasts mount on the next refresh
+        # a customer wrote on alice's ticket: she is told, in a toast
+        await until(app, pilot, lambda: list(app.screen.query(Toast)))
         toasts = list(app.screen.query(Toast))
-        assert toasts, notes
         shown = " ".join(str(toast.render()) for toast in toasts)
         assert "[@click=app.quit]z[/]" in shown and "\x1b" not in shown
         await pilot.click(Toast)

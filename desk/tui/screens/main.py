@@ -70,6 +70,7 @@ class MainScreen(Screen[None]):
         self.timeline: views.Timeline | None = None
         self.timeline_limit = TIMELINE_PAGE
         self._open_timer: Timer | None = None
+        self._chosen: int | None = None  # the ticket the list cursor went to, until it shows
         self._counted = False
 
     def compose(self) -> ComposeResult:
@@ -158,6 +159,8 @@ class MainScreen(Screen[None]):
         if timeline is not None and timeline.ticket.id != self.ticket_id:
             return  # the agent has moved on
         self.timeline = timeline
+        if timeline is not None and timeline.ticket.id == self._chosen:
+            self._chosen = None
         self.query_one(CustomerPanel).show(timeline)
         self.query_one(PresenceBar).show(timeline)
         self.query_one(TimelineView).show_rendered(message.rendered,
@@ -171,6 +174,7 @@ class MainScreen(Screen[None]):
         self.refresh_from_store()
 
     def on_ticket_chosen(self, message: TicketChosen) -> None:
+        self._chosen = message.ticket_id
         if self._open_timer is not None:
             self._open_timer.stop()
             self._open_timer = None
@@ -188,6 +192,7 @@ class MainScreen(Screen[None]):
         if self._open_timer is not None:
             self._open_timer.stop()
             self._open_timer = None
+        self._chosen = ticket_id
         if ticket_id != self.ticket_id:
             self.ticket_id = ticket_id
             self.timeline_limit = TIMELINE_PAGE
@@ -222,9 +227,10 @@ class MainScreen(Screen[None]):
         if self.timeline is None or self.ticket_id is None:
             self.notify("Open a ticket first", severity="warning")
             return None
-        if self.timeline.ticket.id != self.ticket_id or self._open_timer is not None:
-            # The cursor moved on and that ticket is still loading: acting now would act on
-            # the one shown before, which the agent has left.
+        moved_on = self._chosen is not None and self._chosen != self.timeline.ticket.id
+        if moved_on or self.timeline.ticket.id != self.ticket_id or self._open_timer is not None:
+            # The cursor is on a ticket still loading: acting now would act on the one shown
+            # before, which the agent has left.
             self.notify("The ticket is still loading: try again", severity="warning")
             return None
         return self.timeline
