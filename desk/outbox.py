@@ -178,6 +178,8 @@ def queue_reply(
         if last_email is not None:
             in_reply_to = last_email.provider_id
             references = " ".join(filter(None, [last_email.references, in_reply_to]))
+    if route.channel == "telegram":
+        in_reply_to = _telegram_reply_target(session, ticket_id, route.to)
     message = Message(
         ticket_id=ticket_id,
         customer_id=ticket.customer_id,
@@ -210,6 +212,25 @@ def queue_reply(
         set_status(session, ticket_id, then_status, actor=agent)
     session.flush()
     return message
+
+
+def _telegram_reply_target(session: Session, ticket_id: int, chat: str) -> str | None:
+    """The customer's last Telegram message, when a reply would not sit right under it (we
+    already answered after it): quoting it then says what this reply is about."""
+    rows = session.execute(
+        select(Message.direction, Message.provider_id, Message.sender)
+        .where(Message.ticket_id == ticket_id, Message.channel == "telegram",
+               Message.direction != "note")
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .limit(20)
+    ).all()
+    answered_since = False
+    for direction, provider_id, sender in rows:
+        if direction == "out":
+            answered_since = True
+        elif direction == "in" and sender == chat:
+            return provider_id if answered_since else None
+    return None
 
 
 def add_note(session: Session, ticket_id: int, text: str, *, agent: str) -> Message:
