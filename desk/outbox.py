@@ -26,7 +26,7 @@ from connectors.base import (
 )
 from desk.identity import normalize_lenient
 from desk.ingest import snippet
-from desk.models import Identity, Message, Ticket
+from desk.models import DELIVERY_STATUSES, Identity, Message, Ticket
 from desk.store import Store, record_event
 from desk.tickets import TicketError, reply_subject, set_status
 from desk.timeutil import to_store, utcnow
@@ -429,6 +429,66 @@ async def deliver_due(store: Store, connectors: Mapping[str, Connector]) -> Deli
             store.write(lambda s, mid=message_id, r=receipt: record_sent(s, mid, r))
             report.sent += 1
     return report
+
+
+def record_delivery(session: Session, message_id: int, status: str, error: str | None) -> None:
+    """What the provider later said about a sent message: delivered, or failed with why."""
+    message = session.get(Message, message_id)
+    if message is None or message.status == status or status not in DELIVERY_STATUSES:
+        return
+    message.status = status
+    if status == "failed":
+        message.error = error or "the provider reports the message undelivered"
+        record_event(session, "delivery_failed", actor="system", ticket_id=message.ticket_id,
+                     customer_id=message.customer_id, message_id=message_id,
+                     error=message.error)
+    session.flush()
+
+
+def record_delivery_of(
+    session: Session, connector: str, provider_id: str, status: str, error: str | None
+) -> None:
+    """`record_delivery` for a provider's id (a delivery webhook names the message so)."""
+    message_id = session.execute(
+        select(Message.id).where(Message.connector == connector,
+                                 Message.provider_id == provider_id,
+                                 Message.direction == "out")
+    ).scalar()
+    if message_id is not None:
+        record_delivery(session, message_id, status, error)
+
+
+async def follow_deliveries(
+    store: Store,
+    connectors: Mapping[str, Connector],
+    *,
+    within: timedelta = timedelta(days=2),
+    limit: int = 100,
+) -> int:
+    """Ask providers that track delivery (Twilio) about recently sent messages; returns how
+    many changed to delivered or failed."""
+    with store.session() as session:
+        rows = session.execute(
+            select(Message.id, Message.connector, Message.provider_id)
+            .where(Message.direction == "out", Message.status == "sent",
+                   Message.provider_id.is_not(None), Message.sent_at >= utcnow() - within)
+            .order_by(Message.id)
+            .limit(limit)
+        ).all()
+    changed = 0
+    for message_id, connector_name, provider_id in rows:
+        delivery = getattr(connectors.get(connector_name or ""), "delivery", None)
+        if delivery is None:
+            continue
+        try:
+            status, error = await delivery(provider_id)
+        except (TransientError, PermanentError):
+            continue  # asked again next round
+        if status != "sent":
+            store.write(lambda s, mid=message_id, st=status, e=error: record_delivery(
+                s, mid, st, e))
+            changed += 1
+    return changed
 
 
 def _reason(error: TransientError | PermanentError) -> str:

@@ -19,7 +19,7 @@ from connectors.base import Connector
 from desk.config import AnyConnectorSettings, Settings
 from desk.ingest import IngestOptions, IngestResult, ingest
 from desk.models import SyncState
-from desk.outbox import DeliveryReport, deliver_due
+from desk.outbox import DeliveryReport, deliver_due, follow_deliveries, record_delivery_of
 from desk.store import Store, get_cursor
 from desk.tickets import wake_snoozed
 from desk.timeutil import utcnow
@@ -138,6 +138,7 @@ async def run_once(
                 log.warning("%s: %s", config.name, reason)
                 await asyncio.to_thread(record_error, store, config.name, reason)
         report.delivery = await deliver_due(store, running)
+        await follow_deliveries(store, running)
         store.write(lambda session: wake_snoozed(session))
     finally:
         if connectors is None:
@@ -185,6 +186,7 @@ async def deliver_forever(
     while True:
         try:
             await deliver_due(store, connectors)
+            await follow_deliveries(store, connectors)
             await asyncio.to_thread(store.write, lambda session: wake_snoozed(session))
         except asyncio.CancelledError:
             raise
@@ -207,6 +209,26 @@ def _reporter(
     return report
 
 
+def webhook_handlers(
+    store: Store, connector: str, options: IngestOptions
+) -> tuple[Callable[[Any], Any], Callable[[str, str, str | None], Any]]:
+    """What a connector's webhook does with what it is told: messages go through the same
+    ingest as polling (so the two together store each message once), delivery reports update
+    the sent message."""
+
+    async def on_message(message: Any) -> None:
+        await asyncio.to_thread(ingest, store, [message], connector=connector, options=options)
+
+    async def on_status(provider_id: str, status: str, error: str | None) -> None:
+        from connectors.sms import DELIVERY
+
+        desk_status = DELIVERY.get(status, "sent")
+        await asyncio.to_thread(store.write, lambda session: record_delivery_of(
+            session, connector, provider_id, desk_status, error))
+
+    return on_message, on_status
+
+
 async def run_forever(store: Store, settings: Settings, *, only: str | None = None) -> None:
     """Every enabled connector in its own loop, and the outbox, until cancelled."""
     options = ingest_options(settings)
@@ -217,6 +239,10 @@ async def run_forever(store: Store, settings: Settings, *, only: str | None = No
                         poll_interval=config.poll_interval)
         for config in configs
     ]
+    for config in configs:
+        serve = getattr(connectors[config.name], "serve_webhook", None)
+        if serve is not None and getattr(config, "webhook_listen", None):
+            loops.append(serve(*webhook_handlers(store, config.name, options)))
     try:
         await asyncio.gather(*loops, deliver_forever(store, connectors))
     finally:
