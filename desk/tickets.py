@@ -207,11 +207,14 @@ def add_tags(session: Session, ticket_id: int, tags: Iterable[str], *, actor: st
     return set_tags(session, ticket_id, [*current, *tags], actor=actor)
 
 
-def mark_read(session: Session, ticket_id: int) -> None:
+def mark_read(session: Session, ticket_id: int) -> bool:
+    """The agent has read the ticket; False when there was nothing unread."""
     ticket = _ticket(session, ticket_id)
-    if ticket.unread_count:
-        ticket.unread_count = 0
-        session.flush()
+    if not ticket.unread_count:
+        return False
+    ticket.unread_count = 0
+    session.flush()
+    return True
 
 
 def ticket_events(session: Session, ticket_id: int, limit: int = 200) -> list[Event]:

@@ -120,6 +120,19 @@ async def test_the_queue_lists_tickets_and_the_cursor_opens_them(app, ids) -> No
         assert tickets.cursor == 0
 
 
+async def test_opening_a_ticket_reads_it_passing_over_it_does_not(app, ids, store) -> None:
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        tickets = app.screen.query_one(TicketList)
+        await pilot.press("j")  # the cursor passes over ticket two, which shows
+        await until(app, pilot, lambda: app.screen.timeline.ticket.id == tickets.row(1).id)
+        assert ticket(store, tickets.row(1).id).unread_count == 1
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert ticket(store, tickets.row(1).id).unread_count == 0
+        assert "●" not in tickets.render_line(2).text
+
+
 async def test_queues_by_status_channel_and_tag_show_their_tickets(app, ids, store) -> None:
     with store.transaction() as session:
         from desk import tickets as actions

@@ -136,18 +136,17 @@ class MainScreen(Screen[None]):
         lines = render_timeline(timeline, width, unfold, style)
         self.post_message(self.TimelineLoaded(Rendered(timeline, lines, width, unfold),
                                               keep_position))
-        if timeline is not None and timeline.ticket.unread_count:
-            store.write(lambda s: ticket_actions.mark_read(s, ticket_id))
 
     @work(thread=True, exit_on_error=False, group="write")
     def write(self, change: Write, summary: str | None = None) -> None:
         """Run one change through `desk` functions in a short write transaction."""
         try:
-            self.app.store.write(change)  # type: ignore[attr-defined]
+            result = self.app.store.write(change)  # type: ignore[attr-defined]
         except ValueError as error:  # TicketError, OutboxError, MergeError, IdentityError
             self.post_message(self.Written(None, str(error)))
             return
-        self.post_message(self.Written(summary, None))
+        if result is not False:  # False: nothing changed, nothing to re-read
+            self.post_message(self.Written(summary, None))
 
     # ---- handlers -----------------------------------------------------------------------------
 
@@ -198,6 +197,8 @@ class MainScreen(Screen[None]):
             self.timeline_limit = TIMELINE_PAGE
             self.load_timeline(ticket_id)
         if focus:
+            # Opening a ticket reads it; passing over it with the cursor does not.
+            self.write(lambda s: ticket_actions.mark_read(s, ticket_id))
             if not self.has_class("-reading"):
                 self.add_class("-reading")
             view = self.query_one(TimelineView)
