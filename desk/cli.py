@@ -5,7 +5,6 @@ app and the daemon use. Heavy modules are imported inside the command that needs
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -146,16 +145,32 @@ def cmd_sync(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from desk.sync import run_forever, run_once
+    from desk import lease
+    from desk.sync import LeaseLost, run_daemon, run_once
+    from desk.timeutil import iso
 
     settings, store = _open(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if not args.once:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_forever(store, settings, only=args.connector))
-        return 0
-    report = asyncio.run(run_once(store, settings, only=args.connector,
-                                  progress=_sync_progress(sys.stderr.isatty())))
+    holder, seconds = lease.me(), settings.store.lease_seconds
+    held = store.write(lambda s: lease.claim(s, lease.DAEMON, holder, seconds))
+    if held is not None:
+        raise CommandError(
+            f"another desk sync ({held.holder}) has been running on this store since "
+            f"{iso(held.acquired_at)}; only one may. If that process is gone, its lease runs "
+            f"out at {iso(held.expires_at)} and desk sync can start again."
+        )
+    try:
+        if not args.once:
+            try:
+                asyncio.run(run_daemon(store, settings, only=args.connector, holder=holder,
+                                       lease_seconds=seconds))
+            except LeaseLost as exc:
+                raise CommandError(str(exc)) from None
+            return 0
+        report = asyncio.run(run_once(store, settings, only=args.connector,
+                                      progress=_sync_progress(sys.stderr.isatty())))
+    finally:
+        store.write(lambda s: lease.release(s, lease.DAEMON, holder))
     for name, result in report.fetched.items():
         _out(f"{name}: {result.stored} new, {result.duplicates} already stored")
     for name, error in report.errors.items():
@@ -427,16 +442,22 @@ def cmd_reply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from sqlalchemy import select
 
+    from desk import lease
     from desk.models import SyncState
-    from desk.store import summary
+    from desk.store import outbox_backlog, recent_inbound, summary
     from desk.timeutil import iso
 
     settings, store = _open(args)
     with store.session() as session:
         counts = summary(session)
         states = {s.connector: s for s in session.execute(select(SyncState)).scalars()}
+        recent = recent_inbound(session, timedelta(hours=1))
+        backlog = outbox_backlog(session)
+        daemon = lease.holder_of(session, lease.DAEMON)
     connectors = []
     for config in settings.connectors:
         state = states.get(config.name)
@@ -445,16 +466,24 @@ def cmd_status(args: argparse.Namespace) -> int:
             "last_success": iso(state.last_success_at) if state else None,
             "last_error": state.last_error if state else None,
             "last_error_at": iso(state.last_error_at) if state else None,
+            "messages_last_hour": recent.get(config.name, 0),
             "cursor": json.loads(state.cursor) if state else None,
         })
+    running = ({"holder": daemon.holder, "since": iso(daemon.acquired_at),
+                "lease_expires": iso(daemon.expires_at)} if daemon else None)
     if args.json:
-        _json({"store": store.url, "counts": counts, "connectors": connectors})
+        _json({"store": store.url, "counts": counts, "daemon": running, "outbox": backlog,
+               "connectors": connectors})
         return 0
     _out(f"store: {store.url}")
     _out("  " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    _out(f"  desk sync: {'running as ' + daemon.holder if daemon else 'not running'}")
+    _out(f"  outbox: {backlog['queued']} queued, {backlog['sending']} sending, "
+         f"{backlog['failed']} failed, {backlog['unknown']} to check")
     for c in connectors:
         line = f"  {c['name']} ({c['type']}{'' if c['enabled'] else ', disabled'}): "
-        line += f"last success {c['last_success'] or 'never'}"
+        line += f"last success {c['last_success'] or 'never'}, "
+        line += f"{c['messages_last_hour']} messages in the last hour"
         if c["last_error"]:
             error = printable(c["last_error"], single_line=True)
             line += f"; last error {c['last_error_at']}: {error}"

@@ -315,6 +315,7 @@ class _Model(BaseModel):
 
 class StoreSettings(_Model):
     url: Annotated[str, AfterValidator(_check_db_url)] | None = None
+    lease_seconds: Annotated[float, Field(ge=1, le=3600, allow_inf_nan=False)] = 30.0
 
     @property
     def db_url(self) -> str:

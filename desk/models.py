@@ -100,6 +100,7 @@ class Message(SQLModel, table=True):
         Index("ix_message_ticket_time", "ticket_id", "sent_at", "id"),
         Index("ix_message_customer_time", "customer_id", "sent_at", "id"),
         Index("ix_message_outbox", "status", "next_attempt_at"),
+        Index("ix_message_received", "received_at"),  # `desk status`: the last hour
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -175,3 +176,13 @@ class Presence(SQLModel, table=True):
     ticket_id: int = Field(primary_key=True)
     activity: str  # "reply" or "note"
     updated_at: datetime
+
+
+class Lease(SQLModel, table=True):
+    """A role one process holds at a time (the store's `desk sync`), until `expires_at`
+    unless renewed, so a holder that died gives it up on its own."""
+
+    name: str = Field(primary_key=True)
+    holder: str  # "host:pid"
+    acquired_at: datetime
+    expires_at: datetime

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from desk import models
 from desk.models import Customer, Event, Identity, Message, Meta, SyncState, Ticket, TicketTag
 from desk.timeutil import utcnow
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class StoreError(Exception):
@@ -87,7 +87,14 @@ def _add_presence(conn: Connection) -> None:
     models.Presence.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_presence}
+def _add_lease(conn: Connection) -> None:
+    models.Lease.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+    for index in models.Message.__table__.indexes:  # type: ignore[attr-defined]
+        if index.name == "ix_message_received":
+            index.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_presence, 2: _add_lease}
 
 
 # ---- SQLite-specific: full-text index (FTS5, external content on message) -------------------
@@ -389,6 +396,28 @@ def customer_events(
     if until is not None:
         query = query.where(Event.created_at < until)
     return list(session.execute(query.order_by(Event.id.desc()).limit(limit)).scalars())[::-1]
+
+
+def recent_inbound(session: Session, period: timedelta) -> dict[str, int]:
+    """Messages received per connector in the last `period` (by the time they were stored)."""
+    rows = session.execute(
+        select(Message.connector, func.count())
+        .where(Message.direction == "in", Message.received_at >= utcnow() - period)
+        .group_by(Message.connector)
+    )
+    return {connector or "": int(n) for connector, n in rows}
+
+
+def outbox_backlog(session: Session) -> dict[str, int]:
+    """Replies waiting, being sent, failed and unknown (to check by hand)."""
+    counts = dict.fromkeys(("queued", "sending", "failed", "unknown"), 0)
+    for status, n in session.execute(
+        select(Message.status, func.count())
+        .where(Message.direction == "out", Message.status.in_(tuple(counts)))
+        .group_by(Message.status)
+    ):
+        counts[status] = int(n)
+    return counts
 
 
 def recent_customers(session: Session, *, limit: int = 50) -> list[Customer]:

@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import logging
 import random
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -248,3 +249,50 @@ async def run_forever(store: Store, settings: Settings, *, only: str | None = No
     finally:
         for connector in connectors.values():
             await connector.aclose()
+
+
+class LeaseLost(RuntimeError):
+    """Another daemon took the store's lease (this one stalled past it): stop at once."""
+
+
+async def run_daemon(
+    store: Store,
+    settings: Settings,
+    *,
+    only: str | None,
+    holder: str,
+    lease_seconds: float,
+) -> None:
+    """`desk sync`: `run_forever` while renewing the store's lease, until SIGTERM or SIGINT,
+    which finish what is in hand (a batch being stored completes in its thread) and return."""
+    from desk import lease
+
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main.cancel)
+
+    async def keep_lease() -> None:
+        while True:
+            await asyncio.sleep(lease_seconds / 3)
+            held = await asyncio.to_thread(
+                store.write, lambda s: lease.claim(s, lease.DAEMON, holder, lease_seconds))
+            if held is not None:
+                raise LeaseLost(f"{held.holder} took over this store's desk sync lease: "
+                                "this daemon stopped")
+
+    work = asyncio.gather(run_forever(store, settings, only=only), keep_lease())
+    try:
+        await work
+    except asyncio.CancelledError:
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        log.info("stopped")
+    except LeaseLost:
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        raise
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

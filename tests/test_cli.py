@@ -357,6 +357,10 @@ def test_sync_once_with_an_unavailable_connector_fails_and_says_so(desk_env, mon
     assert "not available" in chat["last_error"]
     assert chat["last_error_at"].endswith("+00:00")
     assert chat["last_success"] is None
+    assert chat["messages_last_hour"] == 0
+    assert status["daemon"] is None and status["outbox"]["failed"] == 0
 
     code, out, _err = run(capsys, "--config", config, "--db", db, "status")
-    assert "chat (telegram): last success never; last error" in out
+    assert ("chat (telegram): last success never, 0 messages in the last hour; last error"
+            in out)
+    assert "desk sync: not running" in out and "outbox: 0 queued" in out
