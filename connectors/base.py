@@ -148,6 +148,11 @@ class PermanentError(ConnectorError):
     """Retrying will not help: the provider refused (invalid number, bot blocked, 5xx SMTP)."""
 
 
+class DeliveryUnknown(ConnectorError):
+    """After a crash mid-send, the provider cannot say whether the message went out: an agent
+    must check before sending it again."""
+
+
 @runtime_checkable
 class Connector(Protocol):
     """What desk needs from a channel adapter."""

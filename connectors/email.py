@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import copy
 import email.utils
+import hashlib
 import logging
 import smtplib
 import socket
@@ -29,6 +30,7 @@ from imapclient.exceptions import IMAPClientError
 
 from connectors.base import (
     Batch,
+    DeliveryUnknown,
     InboundMessage,
     OutboundMessage,
     PermanentError,
@@ -237,9 +239,7 @@ class EmailConnector:
         mail["To"] = email.utils.formataddr((message.to_name or "", message.to))
         mail["Subject"] = message.subject or ""
         mail["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
-        domain = email.utils.parseaddr(self.settings.from_address)[1].rpartition("@")[2]
-        mail["Message-ID"] = email.utils.make_msgid(idstring=f"desk.{message.message_id}",
-                                                    domain=domain or None)
+        mail["Message-ID"] = self.message_id_for(message)
         in_reply_to = _bracketed(message.in_reply_to) if message.in_reply_to else None
         references = [_bracketed(ref) for ref in message.references if ref.strip("<> ")]
         if in_reply_to:
@@ -251,6 +251,38 @@ class EmailConnector:
         mail["Auto-Submitted"] = "no"
         mail.set_content(message.text)
         return mail
+
+    def message_id_for(self, message: OutboundMessage) -> str:
+        """The same id every time desk sends this reply: a retry after a crash neither starts
+        a second thread at the customer's nor hides from `reconcile`."""
+        domain = email.utils.parseaddr(self.settings.from_address)[1].rpartition("@")[2]
+        token = hashlib.sha256(f"{self.name}:{message.message_id}".encode()).hexdigest()[:16]
+        return f"<desk.{message.message_id}.{token}@{domain or 'desk.invalid'}>"
+
+    async def reconcile(self, message: OutboundMessage) -> Receipt | None:
+        """Was this reply sent before a crash? Found in the Sent folder: yes. Otherwise desk
+        cannot know (the SMTP server may have taken it just before the crash)."""
+        message_id = self.message_id_for(message)
+        if self.settings.sent_folder:
+            try:
+                found = await asyncio.to_thread(self._in_sent, message_id)
+            except NETWORK_ERRORS as error:
+                raise TransientError(f"IMAP {self.settings.sent_folder}: {_text(error)}") from None
+            if found:
+                return Receipt(provider_id=message_id.strip("<>"), status="sent")
+        raise DeliveryUnknown(
+            "desk stopped while sending this email and cannot tell whether it went out "
+            f"(it is not in {self.settings.sent_folder or 'a Sent folder'}): check, then retry")
+
+    def _in_sent(self, message_id: str) -> bool:
+        client = self._connect()
+        try:
+            if not client.folder_exists(self.settings.sent_folder):
+                return False
+            client.select_folder(self.settings.sent_folder, readonly=True)
+            return bool(client.search(["HEADER", "Message-ID", message_id]))
+        finally:
+            client.logout()
 
     def _smtp_send(self, mail: EmailMessage, to: str) -> None:
         settings = self.settings

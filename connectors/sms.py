@@ -191,6 +191,17 @@ class TwilioConnector:
         return Receipt(provider_id=sent.sid, status=DELIVERY.get(sent.status, "sent"),
                        sent_at=_aware(sent.date_created) or datetime.now(UTC))
 
+    async def reconcile(self, message: OutboundMessage) -> Receipt | None:
+        """After a crash mid-send: did Twilio create this message? Looked up among the messages
+        from our number to theirs with the same body; None when Twilio has none (safe to send)."""
+        records = await self._rest(lambda: list(self.client.messages.stream(
+            to=message.to, from_=self.number, page_size=self.page_size, limit=200)))
+        for record in records:
+            if record.direction != "inbound" and (record.body or "") == message.text:
+                return Receipt(provider_id=record.sid, status=DELIVERY.get(record.status, "sent"),
+                               sent_at=_aware(record.date_created))
+        return None
+
     async def delivery(self, sid: str) -> tuple[str, str | None]:
         """Where Twilio's delivery of a sent message stands: (desk status, error or None)."""
         record = await self._rest(lambda: self.client.messages(sid).fetch())

@@ -31,6 +31,7 @@ from telegram.request import HTTPXRequest
 from connectors.base import (
     Attachment,
     Batch,
+    DeliveryUnknown,
     IdentityEvidence,
     InboundMessage,
     OutboundMessage,
@@ -180,6 +181,12 @@ class TelegramConnector:
         assert sent is not None
         return Receipt(provider_id=f"{chat_id}:{sent.message_id}", status="sent",
                        sent_at=_aware(sent.date))
+
+    async def reconcile(self, message: OutboundMessage) -> Receipt | None:
+        """The Bot API cannot list what a bot sent: after a crash mid-send, only the chat
+        tells."""
+        raise DeliveryUnknown("desk stopped while sending this Telegram message and the Bot "
+                              "API cannot say whether it went out: check the chat, then retry")
 
     async def _call(self, method: Any, **kwargs: Any) -> Any:
         try:

@@ -19,6 +19,7 @@ from sqlmodel import Session
 from connectors.base import (
     CHANNEL_IDENTITY_KIND,
     Connector,
+    DeliveryUnknown,
     OutboundMessage,
     PermanentError,
     Receipt,
@@ -489,6 +490,52 @@ async def follow_deliveries(
                 s, mid, st, e))
             changed += 1
     return changed
+
+
+async def reconcile_sending(store: Store, connectors: Mapping[str, Connector]) -> int:
+    """Replies left "sending" by a crash between marking them and hearing the provider: each
+    connector says whether it went out (stored as sent), surely did not (queued again), or
+    cannot tell ("unknown", with why: an agent checks, then retries). Never resends blindly."""
+    with store.session() as session:
+        stuck = [(m.id, m.connector, outbound_of(m)) for m in session.execute(
+            select(Message).where(Message.direction == "out", Message.status == "sending")
+            .order_by(Message.id)).scalars()]
+    settled = 0
+    for message_id, connector_name, outbound in stuck:
+        connector = connectors.get(connector_name or "")
+        if connector is None:
+            continue  # another process's connector
+        check = getattr(connector, "reconcile", None)
+        try:
+            if check is None:
+                raise DeliveryUnknown("desk stopped while sending this message: check, then "
+                                      "retry")
+            receipt = await check(outbound)
+        except DeliveryUnknown as unknown:
+            store.write(lambda s, mid=message_id, why=unknown.reason: _mark_unknown(s, mid, why))
+        except TransientError:
+            continue  # ask again next time
+        else:
+            if receipt is not None:
+                store.write(lambda s, mid=message_id, r=receipt: record_sent(s, mid, r))
+            else:
+                store.write(lambda s, mid=message_id: _requeue(s, mid))
+        settled += 1
+    return settled
+
+
+def _mark_unknown(session: Session, message_id: int, why: str) -> None:
+    message = session.get(Message, message_id)
+    if message is not None and message.status == "sending":
+        message.status, message.error, message.next_attempt_at = "unknown", why, None
+        session.flush()
+
+
+def _requeue(session: Session, message_id: int) -> None:
+    message = session.get(Message, message_id)
+    if message is not None and message.status == "sending":
+        message.status, message.next_attempt_at = "queued", utcnow()
+        session.flush()
 
 
 def _reason(error: TransientError | PermanentError) -> str:

@@ -20,7 +20,13 @@ from connectors.base import Connector
 from desk.config import AnyConnectorSettings, Settings
 from desk.ingest import IngestOptions, IngestResult, ingest
 from desk.models import SyncState
-from desk.outbox import DeliveryReport, deliver_due, follow_deliveries, record_delivery_of
+from desk.outbox import (
+    DeliveryReport,
+    deliver_due,
+    follow_deliveries,
+    reconcile_sending,
+    record_delivery_of,
+)
 from desk.store import Store, get_cursor
 from desk.tickets import wake_snoozed
 from desk.timeutil import utcnow
@@ -138,6 +144,7 @@ async def run_once(
                 report.errors[config.name] = reason
                 log.warning("%s: %s", config.name, reason)
                 await asyncio.to_thread(record_error, store, config.name, reason)
+        await reconcile_sending(store, running)
         report.delivery = await deliver_due(store, running)
         await follow_deliveries(store, running)
         store.write(lambda session: wake_snoozed(session))
@@ -245,6 +252,8 @@ async def run_forever(store: Store, settings: Settings, *, only: str | None = No
         if serve is not None and getattr(config, "webhook_listen", None):
             loops.append(serve(*webhook_handlers(store, config.name, options)))
     try:
+        # A previous daemon may have died mid-send: settle those replies before sending more.
+        await reconcile_sending(store, connectors)
         await asyncio.gather(*loops, deliver_forever(store, connectors))
     finally:
         for connector in connectors.values():

@@ -374,3 +374,35 @@ def test_imap_over_tls_checks_the_certificate(store, tls_dovecot, tls) -> None:
     # The system's trust store does not know this certificate: refused, and said why.
     with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED"):
         sync(store, EmailConnector(tls_settings))
+
+
+def test_a_reply_left_sending_by_a_crash_is_settled_never_resent_blindly(
+    store, mailbox, smtp
+) -> None:
+    sink, port = smtp
+    mailbox.append(mail(1))
+    mail_settings = settings(mailbox, smtp_port=port, sent_folder="Sent")
+    sync(store, EmailConnector(mail_settings))
+    with store.transaction() as session:
+        ticket_id = session.execute(select(Ticket.id)).scalar_one()
+        went = outbox.queue_reply(session, ticket_id, "went out", agent="alice",
+                                  connectors_by_channel={"email": "mail"})
+        lost = outbox.queue_reply(session, ticket_id, "lost?", agent="alice",
+                                  connectors_by_channel={"email": "mail"})
+    # The first went out (its copy is in Sent) and the daemon died before recording it; the
+    # second died somewhere in between too.
+    connector = EmailConnector(mail_settings)
+    with store.session() as session:
+        first = outbox.outbound_of(session.get(Message, went.id))
+    mailbox.append(connector.compose(first).as_bytes(), folder="Sent")
+    with store.transaction() as session:
+        outbox.record_sending(session, went.id)
+        outbox.record_sending(session, lost.id)
+    asyncio.run(outbox.reconcile_sending(store, {"mail": connector}))
+    with store.session() as session:
+        settled = session.get(Message, went.id)
+        unknown = session.get(Message, lost.id)
+    assert settled.status == "sent"
+    assert f"<{settled.provider_id}>" == connector.message_id_for(first)
+    assert unknown.status == "unknown" and "check, then retry" in unknown.error
+    assert sink.messages == []  # nothing was sent again

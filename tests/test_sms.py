@@ -262,3 +262,24 @@ async def test_a_signed_delivery_report_updates_the_reply(store, twilio_api) -> 
     failed = reply(store, message_id)
     assert failed.status == "failed"
     assert failed.error == "Twilio 30005: Unknown destination handset"
+
+
+async def test_a_reply_left_sending_by_a_crash_is_looked_up_at_twilio(store, twilio_api) -> None:
+    state, api_base = twilio_api
+    created_before_crash = await queue(store, state, api_base)
+    with store.transaction() as session:
+        ticket_id = session.execute(select(Ticket.id)).scalar_one()
+        never_created = outbox.queue_reply(session, ticket_id, "second", agent="alice").id
+        outbox.record_sending(session, created_before_crash)
+        outbox.record_sending(session, never_created)
+    # Twilio created the first one; the daemon died before hearing back.
+    from fake_twilio import _record
+
+    record = _record(state.sid(), NUMBER, "+33612345678", "Hello from desk", "sent",
+                     "outbound-api", datetime.now(UTC))
+    state.messages.append(record)
+    await outbox.reconcile_sending(store, {"sms": connector(api_base)})
+    assert reply(store, created_before_crash).status == "sent"
+    assert reply(store, created_before_crash).provider_id == record["sid"]
+    assert reply(store, never_created).status == "queued"  # Twilio has no such message
+    assert state.created == []

@@ -262,3 +262,18 @@ async def test_a_wrong_token_is_a_clear_permanent_error(store, bot_api, monkeypa
     with pytest.raises(PermanentError, match="token was refused") as refused:
         await sync(store, connector(api_base))
     assert "999:wrong" not in str(refused.value)
+
+
+async def test_a_reply_left_sending_by_a_crash_becomes_unknown(store, bot_api) -> None:
+    state, api_base = bot_api
+    await state.push(state.message(ANA, "hello"))
+    await sync(store, connector(api_base))
+    with store.transaction() as session:
+        ticket_id = session.execute(select(Ticket.id)).scalar_one()
+        queued = outbox.queue_reply(session, ticket_id, "Hi", agent="alice")
+        outbox.record_sending(session, queued.id)
+    await outbox.reconcile_sending(store, {"chat": connector(api_base)})
+    with store.session() as session:
+        left = session.get(Message, queued.id)
+    assert left.status == "unknown" and "check the chat, then retry" in left.error
+    assert state.sent == []
