@@ -143,14 +143,13 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
-    from desk import lease
+    from desk import lease, logs
     from desk.sync import LeaseLost, run_daemon, run_once
     from desk.timeutil import iso
 
     settings, store = _open(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(args.log_format)
     holder, seconds = lease.me(), settings.store.lease_seconds
     held = store.write(lambda s: lease.claim(s, lease.DAEMON, holder, seconds))
     if held is not None:
@@ -523,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync = add("sync", cmd_sync, "run the connectors and deliver replies")
     sync.add_argument("--once", action="store_true", help="one pass, then exit (non-zero on error)")
     sync.add_argument("--connector", metavar="NAME", help="run only this connector")
+    sync.add_argument("--log-format", choices=("text", "json"), default="text",
+                      help="log lines as text (default) or one JSON object per line")
 
     imp = add("import", cmd_import, "import a Maildir or mbox")
     imp.add_argument("kind", choices=["maildir", "mbox"])

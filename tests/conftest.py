@@ -85,3 +85,20 @@ def inbound() -> InboundFactory:
 def count(store: Store, model: Any, *where: Any) -> int:
     with store.session() as session:
         return session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Any]:
+    """One throwaway Dovecot for the test run (see tests/peers.py)."""
+    from peers import start_dovecot
+
+    server = start_dovecot()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailbox(dovecot: Any) -> Any:
+    """The Dovecot, its INBOX emptied and other folders removed."""
+    dovecot.reset()
+    return dovecot

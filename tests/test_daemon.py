@@ -100,3 +100,86 @@ def test_a_killed_daemons_lease_runs_out_and_a_new_one_starts(config, tmp_path) 
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=10) == 0
+
+
+def test_json_log_lines_name_the_failure_and_never_the_secret(config, tmp_path) -> None:
+    db = tmp_path / "desk.db"
+    run = subprocess.run(
+        [*DESK, "--config", str(config), "--db", str(db), "sync", "--once", "--log-format",
+         "json"],
+        capture_output=True, text=True, env={**os.environ, "DESK_TEST_PW": "s3cr3t-Pa55"},
+        timeout=60)
+    assert run.returncode == 1  # the IMAP server is not there
+    lines = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any(line["level"] == "warning" and "mail" in line["message"] for line in lines)
+    assert "s3cr3t-Pa55" not in run.stderr + run.stdout
+
+
+def test_killed_five_times_mid_sync_every_message_is_stored_exactly_once(
+    mailbox, tmp_path
+) -> None:
+    import random
+    import shutil
+
+    from peers import PASSWORD, USER, mail
+    from sqlalchemy import func, select
+
+    from desk.models import Message
+    from desk.store import Store
+
+    inbox = mailbox.root / "mail" / USER / "cur"
+    inbox.mkdir(parents=True, exist_ok=True)
+    for n in range(2000):  # written behind Dovecot's back, as a mail server delivers
+        (inbox / f"{1700000000 + n}.{n}.crash:2,").write_bytes(
+            mail(n, sender=f"Customer {n % 50} <c{n % 50}@example.org>"))
+    if os.geteuid() == 0:
+        for path in [inbox.parent, *inbox.parent.rglob("*")]:
+            shutil.chown(path, "nobody", "nogroup")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[store]\nlease_seconds = 1\n\n[[connector]]\nname = \"mail\"\ntype = \"email\"\n"
+        f"imap_host = \"127.0.0.1\"\nimap_port = {mailbox.imap_port}\nimap_tls = \"none\"\n"
+        f"username = \"{USER}\"\npassword = \"env:DESK_TEST_PW\"\nbatch_size = 20\n"
+        f"smtp_host = \"127.0.0.1\"\nsmtp_tls = \"none\"\nfrom_address = \"{USER}\"\n")
+    db = tmp_path / "desk.db"
+    env = {**os.environ, "DESK_TEST_PW": PASSWORD}
+    moments = random.Random(2026)
+    seen_after_kill = []
+    for _ in range(5):
+        daemon = subprocess.Popen([*DESK, "--config", str(config), "--db", str(db), "sync"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        before = _count(db)
+        deadline = time.monotonic() + 30
+        while _count(db) <= before and time.monotonic() < deadline:
+            time.sleep(0.02)  # until this daemon has stored something
+        time.sleep(moments.uniform(0.0, 0.3))  # then anywhere in what follows
+        daemon.kill()  # SIGKILL: mid-batch, mid-transaction, wherever it is
+        daemon.wait()
+        seen_after_kill.append(_count(db))
+        time.sleep(1.2)  # its lease runs out
+    final = subprocess.run([*DESK, "--config", str(config), "--db", str(db), "sync",
+                            "--once"], capture_output=True, text=True, env=env, timeout=120)
+    assert final.returncode == 0, final.stderr
+    store = Store(f"sqlite:///{db}")
+    with store.session() as session:
+        stored = session.execute(select(func.count()).select_from(Message)).scalar_one()
+        distinct = session.execute(
+            select(func.count(func.distinct(Message.provider_id)))).scalar_one()
+    store.close()
+    assert stored == distinct == 2000
+    # the kills did land in the middle of the sync, not before or after it
+    assert all(0 < seen < 2000 for seen in seen_after_kill), seen_after_kill
+    assert seen_after_kill == sorted(set(seen_after_kill))  # each run got further
+
+
+def _count(db: Path) -> int:
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        try:
+            return conn.execute("SELECT count(*) FROM message").fetchone()[0]
+        except sqlite3.OperationalError:  # killed before the schema existed
+            return 0

@@ -30,23 +30,10 @@ OPTIONS = IngestOptions()
 
 
 @pytest.fixture(scope="session")
-def dovecot() -> Iterator[Dovecot]:
-    server = start_dovecot()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
 def tls_dovecot() -> Iterator[Dovecot]:
     server = start_dovecot(tls=True)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def mailbox(dovecot: Dovecot) -> Dovecot:
-    dovecot.reset()
-    return dovecot
 
 
 class Sink:
