@@ -183,3 +183,42 @@ def _count(db: Path) -> int:
             return conn.execute("SELECT count(*) FROM message").fetchone()[0]
         except sqlite3.OperationalError:  # killed before the schema existed
             return 0
+
+
+def test_four_processes_writing_at_once_never_hit_a_lock_and_lose_nothing(tmp_path) -> None:
+    from sqlalchemy import func, select
+
+    from desk.models import Event, Message
+    from desk.store import Store
+
+    db = tmp_path / "desk.db"
+    Store(f"sqlite:///{db}").close()  # the schema, before the writers race
+    worker = Path(__file__).with_name("concurrency_worker.py")
+    roles = ["ingest", "reply", "status", "tags"]
+    processes = {
+        role: subprocess.Popen([sys.executable, str(worker), role, str(db), "20",
+                                str(tmp_path / f"{role}.json")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for role in roles
+    }
+    for role, process in processes.items():
+        _out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, f"{role}: {err[-2000:]}"
+        assert "database is locked" not in err
+    done = {role: json.loads((tmp_path / f"{role}.json").read_text()) for role in roles}
+    assert all(done[role] for role in roles), {role: len(done[role]) for role in roles}
+    store = Store(f"sqlite:///{db}")
+    with store.session() as session:
+        provider_ids = set(session.execute(
+            select(Message.provider_id).where(Message.direction == "in")).scalars())
+        notes = session.execute(select(func.count()).select_from(Message).where(
+            Message.direction == "note")).scalar_one()
+        status_events = session.execute(select(func.count()).select_from(Event).where(
+            Event.kind == "status", Event.actor == "carol")).scalar_one()
+        tag_events = session.execute(select(func.count()).select_from(Event).where(
+            Event.kind == "tags", Event.actor == "dan")).scalar_one()
+    store.close()
+    assert provider_ids == set(done["ingest"])
+    assert notes == len(done["reply"])
+    assert status_events == len(done["status"])
+    assert tag_events == len(done["tags"])

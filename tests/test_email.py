@@ -8,6 +8,7 @@ import email.policy
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -393,3 +394,35 @@ def test_a_reply_left_sending_by_a_crash_is_settled_never_resent_blindly(
     assert f"<{settled.provider_id}>" == connector.message_id_for(first)
     assert unknown.status == "unknown" and "check, then retry" in unknown.error
     assert sink.messages == []  # nothing was sent again
+
+
+def test_a_reply_waits_while_the_smtp_server_is_down_and_goes_once_it_is_back(
+    store, mailbox
+) -> None:
+    port = free_port()
+    mailbox.append(mail(1))
+    mail_settings = settings(mailbox, smtp_port=port)
+    sync(store, EmailConnector(mail_settings))
+    with store.transaction() as session:
+        ticket_id = session.execute(select(Ticket.id)).scalar_one()
+        queued = outbox.queue_reply(session, ticket_id, "back soon", agent="alice",
+                                    connectors_by_channel={"email": "mail"})
+    report = asyncio.run(deliver_due(store, {"mail": EmailConnector(mail_settings)}))
+    assert report.retrying == 1
+    with store.session() as session:
+        waiting = session.get(Message, queued.id)
+    assert waiting.status == "queued" and "SMTP 127.0.0.1" in waiting.error
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()  # the server is back
+    try:
+        with store.transaction() as session:  # and the backoff has passed
+            session.get(Message, queued.id).next_attempt_at = datetime.now(UTC)
+        report = asyncio.run(deliver_due(store, {"mail": EmailConnector(mail_settings)}))
+        assert report.sent == 1
+        asyncio.run(deliver_due(store, {"mail": EmailConnector(mail_settings)}))
+    finally:
+        controller.stop()
+    assert len(sink.messages) == 1  # delivered once
+    with store.session() as session:
+        assert session.get(Message, queued.id).status == "sent"

@@ -277,3 +277,36 @@ async def test_a_reply_left_sending_by_a_crash_becomes_unknown(store, bot_api) -
         left = session.get(Message, queued.id)
     assert left.status == "unknown" and "check the chat, then retry" in left.error
     assert state.sent == []
+
+
+async def test_a_connector_failing_every_time_leaves_the_others_working(
+    store, bot_api, tmp_path, capsys
+) -> None:
+    import json
+
+    from peers import free_port
+
+    from desk.cli import main
+    from desk.config import load_config
+    from desk.sync import run_once
+
+    state, api_base = bot_api
+    await state.push(state.message(ANA, "still reachable?"))
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[[connector]]\nname = \"mail\"\ntype = \"email\"\nimap_host = \"127.0.0.1\"\n"
+        f"imap_port = {free_port()}\nimap_tls = \"none\"\nusername = \"s@example.test\"\n"
+        "password = \"env:DESK_TEST_TELEGRAM_TOKEN\"\nsmtp_host = \"127.0.0.1\"\n"
+        "smtp_tls = \"none\"\nfrom_address = \"s@example.test\"\n\n"
+        "[[connector]]\nname = \"chat\"\ntype = \"telegram\"\n"
+        f"token = \"env:DESK_TEST_TELEGRAM_TOKEN\"\napi_base = \"{api_base}\"\n")
+    settings = load_config(config)
+    for _ in range(2):  # twice: it fails every time, the other works every time
+        report = await run_once(store, settings)
+        assert "mail" in report.errors and "chat" not in report.errors
+    assert texts(store) == ["still reachable?"]
+    assert await asyncio.to_thread(
+        main, ["--config", str(config), "--db", store.url, "status", "--json"]) == 0
+    status = {c["name"]: c for c in json.loads(capsys.readouterr().out)["connectors"]}
+    assert "IMAP 127.0.0.1" in status["mail"]["last_error"]
+    assert status["chat"]["last_error"] is None and status["chat"]["last_success"]
