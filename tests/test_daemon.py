@@ -222,3 +222,63 @@ def test_four_processes_writing_at_once_never_hit_a_lock_and_lose_nothing(tmp_pa
     assert notes == len(done["reply"])
     assert status_events == len(done["status"])
     assert tag_events == len(done["tags"])
+
+
+def test_a_daemon_killed_during_a_send_never_sends_it_twice(mailbox, tmp_path) -> None:
+    import threading
+
+    from aiosmtpd.controller import Controller
+    from peers import PASSWORD, USER, mail
+    from sqlalchemy import select
+
+    from desk import outbox
+    from desk.models import Message, Ticket
+    from desk.store import Store
+
+    accepted: list[bytes] = []
+    in_data = threading.Event()
+
+    class SlowSink:
+        async def handle_DATA(self, server, session, envelope) -> str:
+            in_data.set()
+            import asyncio
+
+            await asyncio.sleep(3)  # the daemon is killed while it waits for this answer
+            accepted.append(envelope.content)
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(SlowSink(), hostname="127.0.0.1", port=port)
+    controller.start()
+    mailbox.append(mail(1))
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[store]\nlease_seconds = 1\n\n[[connector]]\nname = \"mail\"\ntype = \"email\"\n"
+        f"imap_host = \"127.0.0.1\"\nimap_port = {mailbox.imap_port}\nimap_tls = \"none\"\n"
+        f"username = \"{USER}\"\npassword = \"env:DESK_TEST_PW\"\nsmtp_host = \"127.0.0.1\"\n"
+        f"smtp_port = {port}\nsmtp_tls = \"none\"\nfrom_address = \"{USER}\"\n")
+    db = tmp_path / "desk.db"
+    env = {**os.environ, "DESK_TEST_PW": PASSWORD}
+    command = [*DESK, "--config", str(config), "--db", str(db), "sync"]
+    try:
+        subprocess.run([*command, "--once"], env=env, timeout=60, capture_output=True)
+        store = Store(f"sqlite:///{db}")
+        with store.transaction() as session:
+            ticket_id = session.execute(select(Ticket.id)).scalar_one()
+            reply_id = outbox.queue_reply(session, ticket_id, "only once", agent="alice").id
+        daemon = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        assert in_data.wait(30), "the daemon never started sending"
+        daemon.kill()  # mid-send: the server has the message, the daemon never heard back
+        daemon.wait()
+        time.sleep(3.5)  # the server finishes with it; the lease runs out
+        restarted = subprocess.run([*command, "--once"], env=env, timeout=60,
+                                   capture_output=True, text=True)
+        with store.session() as session:
+            reply = session.get(Message, reply_id)
+        store.close()
+    finally:
+        controller.stop()
+    assert len(accepted) <= 1  # never twice
+    assert reply.status == "unknown", restarted.stderr
+    assert "check, then retry" in reply.error
