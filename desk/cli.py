@@ -105,7 +105,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from platformdirs import user_data_dir
 
-    from desk.demo import build_demo
+    from desk.demo import TEAM, build_demo
     from desk.store import Store
 
     if args.db:
@@ -127,7 +127,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _out(", ".join(f"{count} {name}" for name, count in counts.items()))
     if args.no_tui:
         return 0
-    return _open_app(url, _settings(args))
+    settings = _settings(args)
+    # The app opens as the demo's agent, so "Mine" holds the tickets the story gave them.
+    demo_agent = args.agent or "alice"
+    team = sorted({*settings.desk.agents, *TEAM} - {demo_agent})
+    desk = settings.desk.model_copy(update={"agent": demo_agent, "agents": team})
+    return _open_app(url, settings.model_copy(update={"desk": desk}))
 
 
 def _open_app(url: str, settings: Settings) -> int:
