@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Channel = Literal["email", "sms", "telegram"]
@@ -123,6 +123,14 @@ class Batch:
 
     messages: list[InboundMessage]
     cursor: Mapping[str, Any]
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """A provider's time as tz-aware; naive values are taken to be UTC (every API here sends
+    UTC). None stays None."""
+    if moment is None:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class ConnectorError(Exception):

@@ -96,9 +96,7 @@ class EmailConnector:
 
     def _drop(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):  # already broken: nothing to tidy
-                client.shutdown()
+        _shutdown(client)
 
     def _folder_news(self, folder: str, state: Mapping[str, Any] | None) -> tuple[int, list[int]]:
         """The folder's UIDVALIDITY and the UIDs after the cursor (all of them when the
@@ -213,9 +211,7 @@ class EmailConnector:
 
     def _drop_idler(self) -> None:
         idler, self._idler = self._idler, None
-        if idler is not None:
-            with contextlib.suppress(Exception):  # already broken
-                idler.shutdown()
+        _shutdown(idler)
 
     # ---- SMTP -----------------------------------------------------------------------------
 
@@ -329,6 +325,12 @@ class EmailConnector:
         self._drop()
         with self._idle_lock:
             self._drop_idler()
+
+
+def _shutdown(client: imapclient.IMAPClient | None) -> None:
+    if client is not None:
+        with contextlib.suppress(Exception):  # already broken: nothing to tidy
+            client.shutdown()
 
 
 def _bracketed(message_id: str) -> str:

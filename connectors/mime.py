@@ -36,6 +36,7 @@ from connectors.base import (
     FLAG_UNPARSED,
     Attachment,
     InboundMessage,
+    aware,
 )
 
 __all__ = ["html_to_text", "message_id_of", "parse_email", "safe_filename"]
@@ -154,7 +155,7 @@ def parse_email(
     if not isinstance(raw, bytes):
         raw = _coerce_bytes(raw)
     try:
-        fallback_time = _aware(received_at) if received_at is not None else datetime.now(UTC)
+        fallback_time = aware(received_at) if received_at is not None else datetime.now(UTC)
     except Exception:
         fallback_time = datetime.now(UTC)
     try:
@@ -384,7 +385,7 @@ def _sent_at(value: str | None, fallback: datetime) -> datetime:
         return fallback
     if when is None:  # older Pythons returned None for unparseable dates
         return fallback
-    return _aware(when)
+    return aware(when)
 
 
 def _own_set(own_addresses: Collection[str]) -> frozenset[str]:
@@ -656,10 +657,6 @@ def _clean_id(value: str) -> str:
 
 def _hash_id(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _coerce_bytes(raw: object) -> bytes:

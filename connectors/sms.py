@@ -34,6 +34,7 @@ from connectors.base import (
     PermanentError,
     Receipt,
     TransientError,
+    aware,
 )
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ DELIVERY = {"queued": "sent", "accepted": "sent", "scheduled": "sent", "sending"
             "failed": "failed", "canceled": "failed"}
 
 InboundHandler = Callable[[InboundMessage], Awaitable[None]]
-StatusHandler = Callable[[str, str, str | None], Awaitable[None]]  # sid, status, error
+StatusHandler = Callable[[str, str, str | None], Awaitable[None]]  # sid, desk status, error
 
 
 class TwilioConnector:
@@ -94,13 +95,11 @@ class TwilioConnector:
         notes: list[str] = []
         if int(record.num_media or 0):
             attachments, notes = await self._media(record.sid)
-        text = record.body or ""
-        if notes:
-            text = (text + "\n" if text else "") + "\n".join(notes)
+        text = _with_notes(record.body or "", notes)
         return InboundMessage(
             connector=self.name, channel="sms", provider_id=record.sid,
             sender=record.from_, recipients=[record.to], text=text,
-            sent_at=_aware(record.date_sent or record.date_created),
+            sent_at=aware(record.date_sent or record.date_created),
             attachments=attachments,
         )
 
@@ -147,7 +146,7 @@ class TwilioConnector:
                 return web.Response(status=403, text="wrong account")
             status = form.get("MessageStatus") or form.get("SmsStatus")
             if form.get("Body") is None and status and on_status is not None:
-                await on_status(str(form.get("MessageSid")), str(status),
+                await on_status(str(form.get("MessageSid")), DELIVERY.get(str(status), "sent"),
                                 _error_text(form.get("ErrorCode"), form.get("ErrorMessage")))
             elif form.get("Body") is not None:
                 await on_message(await self._from_form(form))
@@ -174,9 +173,7 @@ class TwilioConnector:
         notes: list[str] = []
         if int(form.get("NumMedia") or 0):
             attachments, notes = await self._media(sid)
-        text = str(form.get("Body") or "")
-        if notes:
-            text = (text + "\n" if text else "") + "\n".join(notes)
+        text = _with_notes(str(form.get("Body") or ""), notes)
         return InboundMessage(
             connector=self.name, channel="sms", provider_id=sid,
             sender=str(form.get("From")), recipients=[str(form.get("To"))], text=text,
@@ -189,7 +186,7 @@ class TwilioConnector:
         sent = await self._rest(lambda: self.client.messages.create(
             to=message.to, from_=self.number, body=message.text))
         return Receipt(provider_id=sent.sid, status=DELIVERY.get(sent.status, "sent"),
-                       sent_at=_aware(sent.date_created) or datetime.now(UTC))
+                       sent_at=aware(sent.date_created) or datetime.now(UTC))
 
     async def reconcile(self, message: OutboundMessage) -> Receipt | None:
         """After a crash mid-send: did Twilio create this message? Looked up among the messages
@@ -199,7 +196,7 @@ class TwilioConnector:
         for record in records:
             if record.direction != "inbound" and (record.body or "") == message.text:
                 return Receipt(provider_id=record.sid, status=DELIVERY.get(record.status, "sent"),
-                               sent_at=_aware(record.date_created))
+                               sent_at=aware(record.date_created))
         return None
 
     async def delivery(self, sid: str) -> tuple[str, str | None]:
@@ -245,6 +242,11 @@ def _refusal(status: int, code: Any, message: str) -> TransientError | Permanent
     return PermanentError(reason, code=code_text)
 
 
+def _with_notes(text: str, notes: list[str]) -> str:
+    """The message's text, then a line per media that could not be kept."""
+    return "\n".join([text, *notes] if text else notes)
+
+
 def _error_text(code: Any, message: Any) -> str | None:
     if not code and not message:
         return None
@@ -252,14 +254,9 @@ def _error_text(code: Any, message: Any) -> str | None:
 
 
 def _second(record: Any) -> datetime:
-    moment = _aware(record.date_sent or record.date_created) or datetime.now(UTC)
+    moment = aware(record.date_sent or record.date_created) or datetime.now(UTC)
     return moment.replace(microsecond=0)
 
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _parse_time(value: str | None) -> datetime | None:

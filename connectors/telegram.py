@@ -13,7 +13,7 @@ import logging
 import mimetypes
 import warnings
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from telegram import Bot, Message, ReplyParameters, Update
@@ -38,6 +38,7 @@ from connectors.base import (
     PermanentError,
     Receipt,
     TransientError,
+    aware,
 )
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class TelegramConnector:
             sender_name=user.full_name,
             sender_display=f"@{user.username}" if user.username else None,
             text=text,
-            sent_at=_aware(sent_at),
+            sent_at=aware(sent_at),
             in_reply_to=f"{message.chat.id}:{reply_to.message_id}" if reply_to else None,
             attachments=attachments,
             evidence=evidence,
@@ -180,7 +181,7 @@ class TelegramConnector:
                 reply_parameters=reply_to if index == 0 else None)
         assert sent is not None
         return Receipt(provider_id=f"{chat_id}:{sent.message_id}", status="sent",
-                       sent_at=_aware(sent.date))
+                       sent_at=aware(sent.date))
 
     async def reconcile(self, message: OutboundMessage) -> Receipt | None:
         """The Bot API cannot list what a bot sent: after a crash mid-send, only the chat
@@ -238,11 +239,6 @@ def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
         parts.append(rest)
     return parts
 
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def from_settings(settings: Any) -> TelegramConnector:

@@ -228,11 +228,8 @@ def webhook_handlers(
         await asyncio.to_thread(ingest, store, [message], connector=connector, options=options)
 
     async def on_status(provider_id: str, status: str, error: str | None) -> None:
-        from connectors.sms import DELIVERY
-
-        desk_status = DELIVERY.get(status, "sent")
         await asyncio.to_thread(store.write, lambda session: record_delivery_of(
-            session, connector, provider_id, desk_status, error))
+            session, connector, provider_id, status, error))
 
     return on_message, on_status
 

@@ -147,9 +147,7 @@ def make_app(state: State) -> web.Application:
 
 
 async def serve(state: State) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(make_app(state), shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
+    """Start the server on a free loopback port; returns the runner and its api_base."""
+    from peers import serve_app
+
+    return await serve_app(make_app(state))

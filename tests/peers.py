@@ -247,3 +247,15 @@ def mail(
         message[name.replace("_", "-")] = value
     message.set_content(f"{text}\n(#{n})\n")
     return message.as_bytes()
+
+
+async def serve_app(app: Any) -> tuple[Any, str]:
+    """Start an aiohttp app on a free loopback port; returns its runner and base URL."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"

@@ -6,14 +6,12 @@ report of what changed."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import tui_store
-from textual.worker import WorkerCancelled
 
 from desk.store import Store
 from desk.timeutil import use_clock
@@ -37,11 +35,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeskApp]:
 
 
 async def settle(pilot) -> None:
-    for _ in range(4):
-        # An exclusive worker replaced meanwhile (a newer load) is cancelled: that is fine.
-        with contextlib.suppress(WorkerCancelled):
-            await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
+    await tui_store.settle(pilot)
 
 
 def steps(*keys: str):

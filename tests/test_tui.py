@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
@@ -16,7 +15,6 @@ import tui_store
 from conftest import count
 from sqlalchemy import select
 from textual.widgets import Select, TextArea
-from textual.worker import WorkerCancelled
 
 from connectors.base import InboundMessage
 from desk import presence
@@ -52,11 +50,7 @@ def app(store: Store, ids: dict[str, int], tmp_path: Path) -> DeskApp:
 
 
 async def settle(app: DeskApp, pilot) -> None:
-    for _ in range(4):
-        # An exclusive worker replaced meanwhile (a newer load) is cancelled: that is fine.
-        with contextlib.suppress(WorkerCancelled):
-            await app.workers.wait_for_complete()
-        await pilot.pause()
+    await tui_store.settle(pilot)
 
 
 async def until(app: DeskApp, pilot, condition, timeout: float = 5.0) -> None:

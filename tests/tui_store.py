@@ -137,3 +137,16 @@ def build(store: Store) -> dict[str, int]:
             sender_name="Marta", text="Thank you, I will try tonight.",
             sent_at=T0 + timedelta(hours=6))])
     return {"marta": marta, "ticket": ticket_id, "failed_sms": sms.id}  # type: ignore[dict-item]
+
+
+async def settle(pilot) -> None:
+    """Let the app finish its workers and repaint (a few rounds: handlers start new ones)."""
+    import contextlib
+
+    from textual.worker import WorkerCancelled
+
+    for _ in range(4):
+        # An exclusive worker replaced meanwhile (a newer load) is cancelled: that is fine.
+        with contextlib.suppress(WorkerCancelled):
+            await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
