@@ -3,8 +3,9 @@
     python bench/make_store.py [--messages 1000000] [--customers 100000] [--db bench-1m.db]
 
 Customers write on email, SMS and Telegram (some on two channels, linked by a Telegram contact
-they share), over two years; tickets are resolved as time passes so customers who come back
-later get new tickets, and a few end pending, snoozed or assigned. One customer has a 1,000-message
+they share), over two years; agents answer most messages on the same channel, from minutes to a
+day later; tickets are resolved as time passes so customers who come back later get new tickets,
+and a few end pending, snoozed, assigned or prioritised. One customer has a 1,000-message
 ticket (the "load a long ticket" benchmark). Prints the time taken and what the store holds.
 """
 
@@ -19,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, cast, func, select, update
 
-from connectors.base import IdentityEvidence, InboundMessage
+from connectors.base import FLAG_OWN, IdentityEvidence, InboundMessage
 from desk.ingest import IngestOptions, ingest
 from desk.models import Ticket
 from desk.store import Store, summary
@@ -41,6 +42,18 @@ def _text(rng: random.Random) -> str:
     if rng.random() < 0.0001:
         words.insert(rng.randrange(len(words)), RARE)
     return "Hello, " + " ".join(words) + "."
+
+
+def _reply(n: int, who: int, when: datetime, rng: random.Random) -> InboundMessage:
+    """An agent's answer, seen by the connector as sent from our own address or number."""
+    channel = ("email", "sms", "telegram")[who % 3]
+    to = {"email": f"customer{who}@example{who % 13}.org", "sms": f"+3361{who:07d}",
+          "telegram": str(100000 + who)}[channel]
+    return InboundMessage(
+        connector={"email": "mail", "sms": "sms", "telegram": "chat"}[channel], channel=channel,
+        provider_id=f"r{n}@bench.example", sender="support", recipients=[to],
+        text="Thanks for writing: " + _text(rng), sent_at=when, flags={FLAG_OWN},
+    )
 
 
 def _message(n: int, who: int, when: datetime, rng: random.Random) -> InboundMessage:
@@ -94,6 +107,10 @@ def build(db: Path, messages: int, customers: int, seed: int = 42) -> float:
         for j in range(length):
             batch.append(_message(n, who, opened + gap * j, rng))
             n += 1
+            if n < messages and who != LONG_TICKET_CUSTOMER and rng.random() < 0.45:
+                delay = timedelta(minutes=rng.choice([5, 20, 45, 90, 180, 600, 1500]))
+                batch.append(_reply(n, who, opened + gap * j + delay, rng))
+                n += 1
         if len(batch) >= BATCH:
             ingest(store, batch, options=options)
             _resolve_old(store, opened, rng)
@@ -125,7 +142,10 @@ def _resolve_old(store: Store, now: datetime, rng: random.Random) -> None:
             .where(Ticket.status == "open", Ticket.last_message_at < cutoff,
                    Ticket.id % 10 != rng.randrange(10))
             .values(status="resolved", resolved_at=Ticket.last_message_at, unread_count=0,
-                    waiting_since=None),
+                    waiting_since=None, resolved_channel=Ticket.last_channel,
+                    resolution_seconds=cast(
+                        (func.julianday(Ticket.last_message_at)
+                         - func.julianday(Ticket.created_at)) * 86400, Integer)),
             execution_options={"synchronize_session": False},
         )
 
@@ -136,6 +156,8 @@ def _final_statuses(store: Store, rng: random.Random) -> None:
         for ticket_id in open_ids:
             roll = rng.random()
             values: dict[str, object] = {"assignee": rng.choice(AGENTS)}
+            if rng.random() < 0.3:
+                values["priority"] = rng.choice(["low", "high", "high", "urgent"])
             if roll < 0.15:
                 values["status"] = "pending"
             elif roll < 0.22:

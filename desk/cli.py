@@ -495,6 +495,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from desk.stats import StatsError, compute, period_from
+    from desk.stats_report import render
+
+    settings, store = _open(args)
+    try:
+        period = period_from(args.since, args.until)
+    except StatsError as exc:
+        raise CommandError(str(exc)) from None
+    figures = compute(store.engine, period, settings.sla.targets(), daily=args.daily)
+    if args.json:
+        _json(figures)
+        return 0
+    for line in render(figures):
+        _out(line)
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser
 
@@ -603,6 +621,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = add("status", cmd_status, "what the store holds and how each connector is doing")
     status.add_argument("--json", action="store_true")
+
+    stats = add("stats", cmd_stats, "service figures for a period: volume, response and "
+                "resolution times, SLA breaches, channels, agents, tags")
+    stats.add_argument("--since", metavar="WHEN",
+                       help="start: 30d, 12h, 2w (ago), today, yesterday, 2026-11-01, "
+                            "'2026-11-01 09:00' or all (default: 30 days before --until)")
+    stats.add_argument("--until", metavar="WHEN", help="end, written like --since (default: now)")
+    stats.add_argument("--json", action="store_true", help="one JSON object (see README)")
+    stats.add_argument("--daily", action="store_true",
+                       help="with --json: add per-day counts (\"daily\")")
     return parser
 
 

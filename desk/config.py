@@ -24,6 +24,7 @@ import platformdirs
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
@@ -36,6 +37,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from connectors.base import Channel
 from desk.keys import ALL_IDS
+from desk.sla import Targets, parse_duration
 
 APP_NAME = "desk"
 CONFIG_FILENAME = "config.toml"
@@ -330,6 +332,44 @@ class DeskSettings(_Model):
     bell: bool = False
 
 
+def _duration(value: object) -> int:
+    """A target such as "4h" or "1d 12h", kept as seconds."""
+    if not isinstance(value, str):
+        raise _invalid(f'must be a duration such as "30m", "4h" or "1d 12h", got '
+                       f"{_describe(value)}")
+    try:
+        return int(parse_duration(value).total_seconds())
+    except ValueError:
+        if re.fullmatch(r"[\s0wdhms]+", value) and "0" in value:
+            raise _invalid(f"must be longer than zero, got {_describe(value)}") from None
+        raise _invalid(f'must be a duration such as "30m", "4h" or "1d 12h", got '
+                       f"{_describe(value)}") from None
+
+
+Duration = Annotated[int, BeforeValidator(_duration)]
+
+
+class PriorityTargets(_Model):
+    """One target per priority; a priority left out has none."""
+
+    urgent: Duration | None = None
+    high: Duration | None = None
+    normal: Duration | None = None
+    low: Duration | None = None
+
+    def seconds(self) -> dict[str, int]:
+        return {p: s for p in ("urgent", "high", "normal", "low")
+                if (s := getattr(self, p)) is not None}
+
+
+class SlaSettings(_Model):
+    first_response: PriorityTargets = PriorityTargets()
+    resolution: PriorityTargets = PriorityTargets()
+
+    def targets(self) -> Targets:
+        return Targets(self.first_response.seconds(), self.resolution.seconds())
+
+
 class CannedReply(_Model):
     name: NonEmptyStr
     text: NonEmptyStr
@@ -463,6 +503,7 @@ class Settings(_Model):
     connectors: list[AnyConnectorSettings] = []
     canned: list[CannedReply] = []
     keymap: dict[str, str] = {}
+    sla: SlaSettings = SlaSettings()
     source: Path | None = None
 
     def connector(self, name: str) -> AnyConnectorSettings:
@@ -532,7 +573,7 @@ class _SourceMap:
 
 # --- loading -----------------------------------------------------------------------------------
 
-_TOP_LEVEL_KEYS = ("store", "desk", "connector", "canned", "keymap")
+_TOP_LEVEL_KEYS = ("store", "desk", "connector", "canned", "keymap", "sla")
 
 _EXPECTED = {
     "int_type": "must be an integer",
@@ -547,6 +588,17 @@ _EXPECTED = {
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _fields_at(model: type[BaseModel], path: tuple[int | str, ...]) -> Iterable[str]:
+    """The keys allowed in the table at `path` inside `model` (e.g. [sla] resolution)."""
+    for part in path:
+        field = model.model_fields.get(str(part))
+        inner = field.annotation if field is not None else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return ()
+        model = inner
+    return model.model_fields
 
 
 def _subject(loc: tuple[int | str, ...]) -> str:
@@ -567,7 +619,8 @@ def _sentence(error: ErrorDetails, model: type[BaseModel]) -> str:
     if kind == "missing":
         return f"missing required key {subject}"
     if kind == "extra_forbidden":
-        return f'unknown key "{subject}"' + _did_you_mean(subject, model.model_fields)
+        return f'unknown key "{subject}"' + _did_you_mean(
+            str(error["loc"][-1]), _fields_at(model, error["loc"][:-1]))
     if kind == "desk":
         return f"{subject} {ctx['reason']}"
     if kind in ("too_short", "string_too_short"):
@@ -683,6 +736,7 @@ class _Loader:
         connectors = self._connectors(data, env, check_secrets)
         canned = self._canned(data)
         keymap = self._keymap(data)
+        sla = self.validate(SlaSettings, self.table(data, "sla"), ("sla",), "[sla]")
         self.raise_errors()
         assert store is not None and desk is not None  # no errors means every table validated
         return Settings(
@@ -691,6 +745,7 @@ class _Loader:
             connectors=connectors,
             canned=canned,
             keymap=keymap,
+            sla=sla,
             source=source,
         )
 

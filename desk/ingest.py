@@ -27,13 +27,13 @@ from connectors.base import (
     InboundMessage,
 )
 from desk import identity as identities
+from desk import ticket_figures
 from desk.models import LIVE_STATUSES, Attachment, Customer, Event, Identity, Message, Ticket
 from desk.store import Store, record_event, save_cursor
 from desk.tickets import Candidate, clean_subject, route, subject_tokens
 from desk.timeutil import to_store, utcnow
 
 _CHUNK = 400  # bound IN (...) lists well under every backend's parameter limit
-SNIPPET_LENGTH = 160
 UNKNOWN_SENDER = "(unknown sender)"
 
 
@@ -81,10 +81,6 @@ def ingest(
     )
 
 
-def snippet(text: str) -> str:
-    return re.sub(r"\s+", " ", text[: SNIPPET_LENGTH * 4]).strip()[:SNIPPET_LENGTH]
-
-
 # --------------------------------------------------------------------------------------------
 # In-memory working state
 
@@ -123,17 +119,17 @@ class _Thread:
     direction: str
 
 
-_TICKET_COLUMNS = [
-    Ticket.id, Ticket.customer_id, Ticket.status, Ticket.subject, Ticket.resolved_at,
-    Ticket.last_message_at, Ticket.last_inbound_at, Ticket.last_outbound_at,
-    Ticket.waiting_since, Ticket.first_response_at, Ticket.message_count, Ticket.unread_count,
-    Ticket.snippet, Ticket.channels, Ticket.last_channel, Ticket.snoozed_until,
-]  # fmt: skip
 _MUTABLE_TICKET_FIELDS = [
     "status", "resolved_at", "snoozed_until", "last_message_at", "last_inbound_at",
-    "last_outbound_at", "waiting_since", "first_response_at", "message_count", "unread_count",
-    "snippet", "channels", "last_channel", "updated_at",
+    "last_outbound_at", "waiting_since", "first_inbound_at", "first_response_at",
+    "first_response_seconds", "resolution_seconds", "resolved_channel", "reopen_count",
+    "reopened_at", "message_count", "unread_count", "snippet", "channels", "channel_path",
+    "customer_channels", "last_channel", "updated_at",
 ]  # fmt: skip
+_TICKET_COLUMNS = [
+    Ticket.id, Ticket.customer_id, Ticket.subject, Ticket.created_at,  # type: ignore[list-item]
+    *(getattr(Ticket, name) for name in _MUTABLE_TICKET_FIELDS if name != "updated_at"),
+]
 
 
 def _table(model: Any) -> Table:
@@ -327,7 +323,8 @@ class _Batch:
         elif decision.action == "reopen" and ticket is not None:
             ticket.events.append(("status", {"before": ticket.row["status"], "after": "open",
                                              "reason": "customer wrote again"}))
-            ticket.row.update(status="open", resolved_at=None, snoozed_until=None)
+            ticket_figures.reopen(ticket.row, sent_at)
+            ticket.row["snoozed_until"] = None
             self.result.tickets_reopened += 1
         elif (
             ticket is not None
@@ -360,8 +357,11 @@ class _Batch:
             "subject": clean_subject(message.subject),
             "resolved_at": None, "snoozed_until": None, "last_message_at": sent_at,
             "last_inbound_at": None, "last_outbound_at": None, "waiting_since": None,
-            "first_response_at": None, "message_count": 0, "unread_count": 0, "snippet": "",
-            "channels": "", "last_channel": None, "created_at": sent_at,
+            "first_inbound_at": None, "first_response_at": None, "first_response_seconds": None,
+            "resolution_seconds": None, "resolved_channel": None, "reopen_count": 0,
+            "reopened_at": None, "message_count": 0, "unread_count": 0, "snippet": "",
+            "channels": "", "channel_path": "", "customer_channels": "", "last_channel": None,
+            "created_at": sent_at,
         }  # fmt: skip
         ticket = _Ticket(row, customer, new=True)
         self.tickets_by_customer.setdefault(customer, []).append(ticket)
@@ -373,31 +373,9 @@ class _Batch:
         ticket: _Ticket, message: InboundMessage, direction: str, sent_at: Any, *,
         automatic: bool = False,
     ) -> None:
-        row = ticket.row
         ticket.changed = True
-        row["message_count"] += 1
-        channels = [c for c in row["channels"].split(",") if c]
-        if message.channel not in channels:
-            row["channels"] = ",".join([*channels, message.channel])
-        if sent_at >= row["last_message_at"] or row["message_count"] == 1:
-            row["last_message_at"] = sent_at
-            row["snippet"] = snippet(message.text)
-            row["last_channel"] = message.channel
-        if direction == "in" and automatic:
-            pass  # an out-of-office answer is no one waiting for us
-        elif direction == "in":
-            row["unread_count"] += 1
-            row["last_inbound_at"] = max(filter(None, [row["last_inbound_at"], sent_at]))
-            if row["waiting_since"] is None and (
-                row["last_outbound_at"] is None or sent_at > row["last_outbound_at"]
-            ):
-                row["waiting_since"] = sent_at
-        else:
-            row["last_outbound_at"] = max(filter(None, [row["last_outbound_at"], sent_at]))
-            if row["first_response_at"] is None:
-                row["first_response_at"] = sent_at
-            if row["waiting_since"] is not None and sent_at >= row["waiting_since"]:
-                row["waiting_since"] = None
+        ticket_figures.account(ticket.row, channel=message.channel, direction=direction,
+                               sent_at=sent_at, text=message.text, automatic=automatic)
 
     def _message_row(
         self, message: InboundMessage, direction: str, sent_at: Any, value: str
@@ -642,7 +620,7 @@ def _apply_edit(session: Session, message: InboundMessage, result: IngestResult)
     if stored.ticket_id is not None:
         ticket = session.get(Ticket, stored.ticket_id)
         if ticket is not None and ticket.last_message_at == stored.sent_at:
-            ticket.snippet = snippet(text)
+            ticket.snippet = ticket_figures.snippet(text)
         result.ticket_ids.add(stored.ticket_id)
     session.flush()
     result.edited += 1

@@ -59,6 +59,14 @@ class Ticket(SQLModel, table=True):
         Index("ix_ticket_customer_status", "customer_id", "status"),
         Index("ix_ticket_last", "last_message_at", "id"),
         Index("ix_ticket_snoozed_until", "snoozed_until"),
+        # `desk stats`: tickets opened, answered, resolved and reopened in a period
+        Index("ix_ticket_created", "created_at"),
+        Index("ix_ticket_first_response", "first_response_at"),
+        Index("ix_ticket_resolved", "resolved_at"),
+        Index("ix_ticket_reopened", "reopened_at"),
+        # `desk stats`: customers who wrote on several channels, from the index alone
+        Index("ix_ticket_customer_channels", "customer_id", "last_inbound_at",
+              "first_inbound_at", "customer_channels"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -76,14 +84,25 @@ class Ticket(SQLModel, table=True):
     last_outbound_at: datetime | None = None
     # When the customer started waiting for an answer; None when the last word was ours.
     waiting_since: datetime | None = None
-    first_response_at: datetime | None = None
+    # Service figures (desk.ticket_figures), kept here so `desk stats` never scans messages.
+    first_inbound_at: datetime | None = None
+    first_response_at: datetime | None = None  # our first answer after first_inbound_at
+    first_response_seconds: int | None = None
     resolved_at: datetime | None = None
+    resolution_seconds: int | None = None  # created_at to resolved_at; None while not resolved
+    resolved_channel: str | None = None  # the last channel used when it was resolved
+    reopen_count: int = 0
+    reopened_at: datetime | None = None
     snoozed_until: datetime | None = None
     message_count: int = 0
     unread_count: int = 0
     snippet: str = ""
     channels: str = ""  # comma-separated channels used in this ticket, e.g. "email,sms"
     last_channel: str | None = None
+    # Channels in the order the conversation moved, both directions, repeats folded:
+    # "telegram,sms,email" (desk.ticket_figures.with_step).
+    channel_path: str = ""
+    customer_channels: str = ""  # the channels the customer wrote on, in order of first use
 
 
 class TicketTag(SQLModel, table=True):
@@ -101,6 +120,9 @@ class Message(SQLModel, table=True):
         Index("ix_message_customer_time", "customer_id", "sent_at", "id"),
         Index("ix_message_outbox", "status", "next_attempt_at"),
         Index("ix_message_received", "received_at"),  # `desk status`: the last hour
+        # `desk stats`: volume per channel and agent in a period, counted from the index alone
+        # and in its order (no sort), whatever the period's length
+        Index("ix_message_stats", "direction", "channel", "author", "sent_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

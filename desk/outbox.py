@@ -25,10 +25,11 @@ from connectors.base import (
     Receipt,
     TransientError,
 )
+from desk import ticket_figures
 from desk.identity import normalize_lenient
-from desk.ingest import snippet
 from desk.models import DELIVERY_STATUSES, Identity, Message, Ticket
 from desk.store import Store, record_event
+from desk.ticket_figures import Fields
 from desk.tickets import TicketError, reply_subject, set_status
 from desk.timeutil import to_store, utcnow
 
@@ -199,16 +200,10 @@ def queue_reply(
         author=agent,
     )
     session.add(message)
-    ticket.message_count += 1
-    ticket.last_message_at = now
-    ticket.last_outbound_at = now
-    ticket.first_response_at = ticket.first_response_at or now
+    ticket_figures.account(Fields(ticket), channel=route.channel, direction="out", sent_at=now,
+                           text=text)
     ticket.waiting_since = None
-    ticket.snippet = snippet(text)
-    ticket.last_channel = route.channel
     ticket.updated_at = now
-    if route.channel not in ticket.channels.split(","):
-        ticket.channels = ",".join(filter(None, [*ticket.channels.split(","), route.channel]))
     if then_status and then_status != ticket.status:
         set_status(session, ticket_id, then_status, actor=agent)
     session.flush()

@@ -16,16 +16,27 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, case, create_engine, event, func, or_, select
+from sqlalchemy import (
+    Engine,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    inspect,
+    or_,
+    select,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel
 
-from desk import models
+from connectors.base import FLAG_AUTO_REPLY, FLAG_BOUNCE
+from desk import models, ticket_figures
 from desk.models import Customer, Event, Identity, Message, Meta, SyncState, Ticket, TicketTag
 from desk.timeutil import utcnow
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class StoreError(Exception):
@@ -94,7 +105,88 @@ def _add_lease(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_presence, 2: _add_lease}
+_FIGURE_COLUMNS = (
+    "first_inbound_at", "first_response_seconds", "resolution_seconds", "resolved_channel",
+    "reopen_count", "reopened_at", "channel_path", "customer_channels",
+)  # fmt: skip
+_AUTOMATIC = {FLAG_AUTO_REPLY, FLAG_BOUNCE}
+
+
+def _add_ticket_figures(conn: Connection) -> None:
+    """Schema 4: the service figures on the ticket row, worked out from the messages and
+    events already stored by replaying them the way they are counted when written."""
+    table = models.Ticket.__table__  # type: ignore[attr-defined]
+    present = {column["name"] for column in inspect(conn).get_columns("ticket")}
+    for name in (n for n in _FIGURE_COLUMNS if n not in present):
+        column = table.c[name]
+        ddl = f"ALTER TABLE ticket ADD COLUMN {name} {column.type.compile(dialect=conn.dialect)}"
+        if not column.nullable:
+            ddl += " NOT NULL DEFAULT " + ("0" if name == "reopen_count" else "''")
+        conn.exec_driver_sql(ddl)
+    for index in [*table.indexes, *models.Message.__table__.indexes]:  # type: ignore[attr-defined]
+        if index.name in ("ix_ticket_created", "ix_ticket_first_response", "ix_ticket_resolved",
+                          "ix_ticket_reopened", "ix_ticket_customer_channels",
+                          "ix_message_stats"):
+            index.create(conn, checkfirst=True)
+
+    updates: list[dict[str, Any]] = []
+    row: dict[str, Any] | None = None
+    replay = conn.execute(
+        select(Message.ticket_id, Message.channel, Message.direction, Message.sent_at,
+               Message.flags)
+        .where(Message.ticket_id.is_not(None), Message.direction != "note")
+        .order_by(Message.ticket_id, Message.sent_at, Message.id)
+    )
+    for ticket_id, channel, direction, sent_at, flags in replay:
+        if row is None or row["b_id"] != ticket_id:
+            row = {"b_id": ticket_id, "message_count": 0, "channels": "", "channel_path": "",
+                   "customer_channels": "", "last_message_at": sent_at, "snippet": "",
+                   "last_channel": None, "unread_count": 0, "last_inbound_at": None,
+                   "first_inbound_at": None, "waiting_since": None, "last_outbound_at": None,
+                   "first_response_at": None, "first_response_seconds": None}  # fmt: skip
+            updates.append(row)
+        automatic = bool(set(flags.split(",")) & _AUTOMATIC)
+        ticket_figures.account(row, channel=channel, direction=direction, sent_at=sent_at,
+                               text="", automatic=automatic)
+    _update_tickets(conn, updates, ("first_inbound_at", "first_response_at",
+                                    "first_response_seconds", "channel_path",
+                                    "customer_channels"))
+
+    resolved = [
+        {"b_id": ticket_id,
+         "resolution_seconds": ticket_figures.seconds_between(created, resolved_at),
+         "resolved_channel": last_channel}
+        for ticket_id, created, resolved_at, last_channel in conn.execute(
+            select(Ticket.id, Ticket.created_at, Ticket.resolved_at, Ticket.last_channel)
+            .where(Ticket.resolved_at.is_not(None)))
+    ]
+    _update_tickets(conn, resolved, ("resolution_seconds", "resolved_channel"))
+
+    reopens: dict[int, dict[str, Any]] = {}
+    for ticket_id, created, data in conn.execute(
+        select(Event.ticket_id, Event.created_at, Event.data)
+        .where(Event.kind == "status", Event.ticket_id.is_not(None)).order_by(Event.id)
+    ):
+        if json.loads(data).get("before") == "resolved":
+            found = reopens.setdefault(ticket_id, {"b_id": ticket_id, "reopen_count": 0})
+            found["reopen_count"] += 1
+            found["reopened_at"] = created
+    _update_tickets(conn, list(reopens.values()), ("reopen_count", "reopened_at"))
+
+
+def _update_tickets(conn: Connection, rows: list[dict[str, Any]], names: Sequence[str]) -> None:
+    """Write `names` of each row (keyed by "b_id") back to its ticket, 5,000 rows a statement."""
+    table = models.Ticket.__table__  # type: ignore[attr-defined]
+    statement = table.update().where(table.c.id == bindparam("b_id")).values(
+        {name: bindparam(f"b_{name}") for name in names})
+    for start in range(0, len(rows), 5000):
+        conn.execute(statement, [{"b_id": row["b_id"], **{f"b_{n}": row[n] for n in names}}
+                                 for row in rows[start:start + 5000]])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _add_presence, 2: _add_lease, 3: _add_ticket_figures,
+}
 
 
 # ---- SQLite-specific: full-text index (FTS5, external content on message) -------------------

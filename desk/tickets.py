@@ -15,8 +15,10 @@ from typing import Literal
 from sqlalchemy import delete, select
 from sqlmodel import Session
 
+from desk import ticket_figures
 from desk.models import LIVE_STATUSES, PRIORITIES, TICKET_STATUSES, Event, Ticket, TicketTag
 from desk.store import record_event
+from desk.ticket_figures import Fields
 from desk.timeutil import utcnow
 
 SUBJECT_TOKEN = re.compile(r"\[#(\d{1,12})\]")
@@ -136,9 +138,12 @@ def set_status(
     ticket = _ticket(session, ticket_id)
     before = ticket.status
     now = utcnow()
+    if status == "resolved" and before != "resolved":
+        ticket_figures.resolve(Fields(ticket), now)
+    elif before == "resolved" and status != "resolved":
+        ticket_figures.reopen(Fields(ticket), now, status)
     ticket.status = status
     ticket.snoozed_until = snooze_until if status == "snoozed" else None
-    ticket.resolved_at = now if status == "resolved" else None
     ticket.updated_at = now
     _event(session, ticket, "status", actor, before=before, after=status, until=snooze_until)
     session.flush()

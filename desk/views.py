@@ -15,7 +15,6 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 
 from desk.identity import suggestions
-from desk.ingest import snippet
 from desk.models import Customer, Event, Identity, Message, Presence, Ticket
 from desk.outbox import unseen_changes
 from desk.presence import others_on
@@ -32,6 +31,7 @@ from desk.store import (
     tag_counts,
     ticket_page,
 )
+from desk.ticket_figures import snippet
 from desk.tickets import tickets_of_customer
 
 
