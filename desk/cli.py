@@ -105,7 +105,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from platformdirs import user_data_dir
 
-    from desk.demo import TEAM, build_demo
+    from desk.config import SlaSettings
+    from desk.demo import DEMO_SLA, TEAM, build_demo
     from desk.store import Store
 
     if args.db:
@@ -132,7 +133,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     demo_agent = args.agent or "alice"
     team = sorted({*settings.desk.agents, *TEAM} - {demo_agent})
     desk = settings.desk.model_copy(update={"agent": demo_agent, "agents": team})
-    return _open_app(url, settings.model_copy(update={"desk": desk}))
+    sla = settings.sla if settings.sla.targets() else SlaSettings.model_validate(DEMO_SLA)
+    return _open_app(url, settings.model_copy(update={"desk": desk, "sla": sla}))
 
 
 def _open_app(url: str, settings: Settings) -> int:

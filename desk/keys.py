@@ -41,6 +41,8 @@ MAIN = (
     Key("customer.unmerge", "U", "unmerge", "Unmerge customer", show=False),
     Key("customer.link", "L", "link", "Link an identity", show=False),
     Key("app.search", "slash", "search", "Search"),
+    Key("app.stats", "f", "stats", "Stats", show=False,
+        help="Service figures: volume, response times, SLA breaches"),
     Key("app.queues", "Q", "queues", "Show/hide queues", show=False),
     Key("list.back", "escape", "back", "Back", show=False),
 )

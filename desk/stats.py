@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from itertools import pairwise
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, String, and_, case, cast, false, func, literal, or_, select
@@ -414,7 +415,7 @@ def _backlog_rows(
     ).all()
     age = case(
         *[(Ticket.created_at > now - timedelta(days=older), literal(label))
-          for (label, _), (_, older) in zip(AGE_BUCKETS, AGE_BUCKETS[1:], strict=False)],
+          for (label, _), (_, older) in pairwise(AGE_BUCKETS)],
         else_=literal(AGE_BUCKETS[-1][0]),
     )
     by_status = {status: 0 for status in LIVE_STATUSES}
@@ -487,8 +488,8 @@ def daily_series(
     add(conn.execute(select(resolved_day, func.count())
                      .where(_within(Ticket.resolved_at, period)).group_by(resolved_day)),
         "resolved")
-    if not days:
-        return []
+    if not days and period.since is None:
+        return []  # an empty store has no first day
     first = date.fromisoformat(min(days)) if period.since is None else (
         (period.since + offset).date())
     last = (period.until - timedelta(microseconds=1) + offset).date()

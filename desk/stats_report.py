@@ -37,7 +37,7 @@ def table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [line(headers), *(line(r) for r in rows)]
 
 
-def _figure_rows(columns: list[dict[str, Any]], with_messages: bool) -> list[list[str]]:
+def figure_rows(columns: list[dict[str, Any]], with_messages: bool) -> list[list[str]]:
     def row(label: str, get: Any) -> list[str]:
         return [label, *(get(c) for c in columns)]
 
@@ -62,10 +62,10 @@ def _figure_rows(columns: list[dict[str, Any]], with_messages: bool) -> list[lis
     return rows
 
 
-def _slice_table(title: str, slices: dict[str, dict[str, Any]], messages: bool) -> list[str]:
+def slice_rows(
+    title: str, slices: dict[str, dict[str, Any]], messages: bool
+) -> tuple[list[str], list[list[str]]]:
     """One row per agent or tag, so a long list of them stays readable."""
-    if not slices:
-        return []
     headers = [title, *(["out"] if messages else []), "opened", "resolved", "backlog",
                "1st resp.", "resolution", "reopen", "breaches"]
     rows = [
@@ -80,47 +80,62 @@ def _slice_table(title: str, slices: dict[str, dict[str, Any]], messages: bool) 
          f"{count(f['sla_breaches']['resolution'])}"]
         for name, f in slices.items()
     ]
-    return ["", *table(headers, rows)]
+    return headers, rows
 
 
-def render(stats: dict[str, Any]) -> list[str]:
-    """The report's lines."""
-    period = stats["period"]
-    lines = [f"desk stats: {_when(period['since'])} → {_when(period['until'])} (local time)", ""]
+def overview(stats: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Every figure, for the whole desk and per channel."""
     overall = {"messages": stats["messages"], "tickets": stats["tickets"],
                "first_response_seconds": stats["first_response_seconds"],
                "resolution_seconds": stats["resolution_seconds"],
                "reopen_rate": stats["reopen_rate"], "sla_breaches": stats["sla_breaches"]}
     columns = {"all": overall, **stats["by_channel"]}
-    lines += table(["", *columns], _figure_rows(list(columns.values()), True))
+    return ["", *columns], figure_rows(list(columns.values()), True)
 
+
+def period_line(stats: dict[str, Any]) -> str:
+    period = stats["period"]
+    return f"{_when(period['since'])} → {_when(period['until'])} (local time)"
+
+
+def facts(stats: dict[str, Any]) -> list[str]:
+    """Backlog, customers, where tickets end, SLA targets: one line each."""
     tickets = stats["tickets"]
-    lines += ["", "backlog now: " + ", ".join(
-        f"{count(n)} {status}" for status, n in tickets["backlog_by_status"].items())
+    lines = [
+        "backlog now: " + ", ".join(
+            f"{count(n)} {status}" for status, n in tickets["backlog_by_status"].items())
         + "; by age " + ", ".join(
-        f"{label} {count(n)}" for label, n in tickets["backlog_by_age"].items())]
-    lines.append(
+            f"{label} {count(n)}" for label, n in tickets["backlog_by_age"].items()),
         f"customers who wrote: {count(stats['customers'])}, on more than one channel: "
-        f"{percent(stats['multichannel_customer_share'])}"
-    )
+        f"{percent(stats['multichannel_customer_share'])}",
+    ]
     if stats["resolved_on_channel"]:
         lines.append("resolved on: " + ", ".join(
             f"{channel} {count(n)}" for channel, n in stats["resolved_on_channel"].items()))
-    if stats["channel_sequences"]:
-        lines += ["", "channel sequences (tickets opened):"]
-        lines += ["  " + line for line in table(
-            ["", ""],
-            [[" → ".join(s["sequence"]), count(s["tickets"])] for s in stats["channel_sequences"]],
-        )[1:]]
-    lines += _slice_table("by agent", stats["by_agent"], True)
-    lines += _slice_table("by tag", stats["by_tag"], False)
     targets = stats["sla_targets"]
     if targets["first_response"] or targets["resolution"]:
-        lines += ["", "SLA targets: " + "; ".join(
+        lines.append("SLA targets: " + "; ".join(
             f"{name.replace('_', ' ')} " + ", ".join(
                 f"{p} {format_duration(targets[name][p])}" for p in PRIORITY_ORDER
                 if p in targets[name])
-            for name in ("first_response", "resolution") if targets[name])]
+            for name in ("first_response", "resolution") if targets[name]))
     else:
-        lines += ["", "SLA targets: none set (add [sla] to the config to count breaches)"]
+        lines.append("SLA targets: none set (add [sla] to the config to count breaches)")
+    return lines
+
+
+def sequence_rows(stats: dict[str, Any]) -> list[list[str]]:
+    return [[" → ".join(s["sequence"]), count(s["tickets"])] for s in stats["channel_sequences"]]
+
+
+def render(stats: dict[str, Any]) -> list[str]:
+    """The report's lines."""
+    lines = [f"desk stats: {period_line(stats)}", "", *table(*overview(stats)), ""]
+    lines += facts(stats)
+    if stats["channel_sequences"]:
+        lines += ["", "channel sequences (tickets opened):"]
+        lines += ["  " + line for line in table(["", ""], sequence_rows(stats))[1:]]
+    for title, key, messages in (("by agent", "by_agent", True), ("by tag", "by_tag", False)):
+        if stats[key]:
+            lines += ["", *table(*slice_rows(title, stats[key], messages))]
     return lines

@@ -50,6 +50,10 @@ class TicketRow:
     waiting_since: datetime | None
     unread: int
     tags: tuple[str, ...]
+    # For the SLA mark (desk.sla.overdue), worked out when the row is painted.
+    created_at: datetime | None = None
+    first_inbound_at: datetime | None = None
+    first_response_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +178,9 @@ def ticket_rows(
             waiting_since=t.waiting_since,
             unread=t.unread_count,
             tags=tuple(tag for tag in t.tags.split(",") if tag),
+            created_at=t.created_at,
+            first_inbound_at=t.first_inbound_at,
+            first_response_at=t.first_response_at,
         )
         for t in tickets
     ]

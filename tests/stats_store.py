@@ -112,3 +112,10 @@ def build(store: Store) -> Story:
 
     story.writes("Eve", 5, "sms", 12 * d)
     return story
+
+
+SLA_CONFIG = """
+[sla]
+first_response = { normal = "2h", high = "1h", urgent = "1h" }
+resolution = { normal = "1d", high = "1d", urgent = "1d" }
+"""

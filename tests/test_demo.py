@@ -218,3 +218,25 @@ def test_building_is_deterministic_for_a_given_now(tmp_path: Path) -> None:
     assert _snapshot(first) == _snapshot(second)
     first.close()
     second.close()
+
+
+def test_the_demo_has_service_figures_on_every_channel(
+    demo: tuple[Store, dict[str, int]],
+) -> None:
+    from desk.config import SlaSettings
+    from desk.demo import DEMO_SLA
+    from desk.stats import Period, compute
+
+    targets = SlaSettings.model_validate(DEMO_SLA).targets()
+    stats = compute(demo[0].engine, Period(None, NOW), targets, now=NOW)
+    for channel in ("email", "sms", "telegram"):
+        figures = stats["by_channel"][channel]
+        assert figures["messages"]["in"] > 0 and figures["messages"]["out"] > 0
+        assert figures["first_response_seconds"]["count"] > 0
+    # Customers who move between channels in one conversation, and some who come back.
+    assert any(len(s["sequence"]) > 1 for s in stats["channel_sequences"])
+    assert 0 < stats["multichannel_customer_share"] < 1
+    assert stats["tickets"]["reopened"] >= 1
+    # The demo's targets are missed now and then, not everywhere.
+    assert 0 < stats["sla_breaches"]["first_response"] < stats["tickets"]["opened"]
+    assert set(stats["by_agent"]) <= {"alice", "bob", "chloé"}

@@ -79,3 +79,33 @@ def test_search_results(snap_compare, app, size) -> None:
 def test_help(snap_compare, app, size) -> None:
     """`?`: every key with its description and the id `[keymap]` rebinds it by."""
     assert snap_compare(app, terminal_size=size, run_before=steps("question_mark"))
+
+
+@pytest.fixture
+def stats_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeskApp]:
+    import stats_store
+
+    monkeypatch.setenv("TEXTUAL_ANIMATIONS", "none")
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    store = Store(f"sqlite:///{tmp_path}/desk.db")
+    stats_store.build(store)
+    with use_clock(lambda: stats_store.NOW):
+        yield DeskApp(store, tui_store.settings(tmp_path, stats_store.SLA_CONFIG))
+    store.close()
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_stats_screen(snap_compare, stats_app, size) -> None:
+    """`f` on the store of stats_store: the figures of the last 30 days overall and per channel,
+    a sparkline per day for messages and tickets, backlog, SLA targets, channel sequences,
+    agents and tags."""
+    assert snap_compare(stats_app, terminal_size=size, run_before=steps("f"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_sla_marks_in_the_ticket_list(snap_compare, stats_app, size) -> None:
+    """The Open queue with [sla] targets: Dan and Eve flagged with how late their reply is."""
+    assert snap_compare(stats_app, terminal_size=size, run_before=steps())

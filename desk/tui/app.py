@@ -45,6 +45,7 @@ class DeskApp(App[None]):
         self.store = store
         self.settings = settings
         self.agent = settings.desk.agent
+        self.sla_targets = settings.sla.targets()
         self.connectors_by_channel = {
             c.channel: c.name for c in settings.connectors if c.enabled
         }

@@ -510,6 +510,11 @@ class MainScreen(Screen[None]):
 
         self.app.push_screen(SearchScreen(), chosen)
 
+    def action_stats(self) -> None:
+        from desk.tui.screens.stats import StatsScreen
+
+        self.app.push_screen(StatsScreen())
+
     def action_help(self) -> None:
         self.app.action_help()
 

@@ -17,6 +17,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from desk.keys import LIST
+from desk.sla import Overdue, Targets, format_duration, overdue
 from desk.textsafe import printable
 from desk.timeutil import ago, utcnow
 from desk.tui.bindings import bindings
@@ -35,6 +36,7 @@ class TicketList(ScrollView, can_focus=True):
     BINDINGS = bindings(LIST)
     COMPONENT_CLASSES = {
         "ticket-list--cursor", "ticket-list--unread", "ticket-list--dim", "ticket-list--waiting",
+        "ticket-list--overdue",
     }
 
     cursor = reactive(0)
@@ -177,6 +179,11 @@ class TicketList(ScrollView, can_focus=True):
         waiting = ago(row.waiting_since, utcnow())
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         text.append("  ")
+        late = self._overdue(row)
+        if late is not None:
+            what = "reply" if late.target == "first response" else "resolve"
+            text.append(f"⚑ {what} {format_duration(late.by_seconds)} late ",
+                        self.get_component_rich_style("ticket-list--overdue"))
         if waiting:
             text.append(f"⏳{waiting} ", self.get_component_rich_style("ticket-list--waiting"))
         if row.assignee and row.assignee != self.app.agent:  # type: ignore[attr-defined]
@@ -184,6 +191,14 @@ class TicketList(ScrollView, can_focus=True):
         text.append(printable(row.title, single_line=True), dim)
         text.truncate(width, overflow="ellipsis", pad=True)
         return text
+
+    def _overdue(self, row: TicketRow) -> Overdue | None:
+        targets: Targets = self.app.sla_targets  # type: ignore[attr-defined]
+        if not targets or row.created_at is None:
+            return None
+        return overdue(targets, priority=row.priority, status=row.status,
+                       created_at=row.created_at, first_inbound_at=row.first_inbound_at,
+                       first_response_at=row.first_response_at, now=utcnow())
 
     # ---- cursor -------------------------------------------------------------------------------
 
