@@ -320,7 +320,7 @@ class _Batch:
         ticket: _Ticket | None = decision.ticket.key if decision.ticket else None  # type: ignore[assignment]
         if decision.action == "new":
             ticket = self._new_ticket(customer, message, sent_at)
-        elif decision.action == "reopen" and ticket is not None:
+        elif decision.action == "reopen" and ticket is not None and direction == "in":
             ticket.events.append(("status", {"before": ticket.row["status"], "after": "open",
                                              "reason": "customer wrote again"}))
             ticket_figures.reopen(ticket.row, sent_at)

@@ -70,8 +70,9 @@ def parse_moment(spec: str, now: datetime, tz: tzinfo | None = None) -> datetime
     if text in ("today", "yesterday"):
         day = local_today - timedelta(days=1 if text == "yesterday" else 0)
         return _local_midnight(day, tz)
+    written = spec.strip()  # as written: fromisoformat wants its "T" and "Z" upper-case
     try:
-        moment = datetime.fromisoformat(text.replace(" ", "T", 1) if " " in text else text)
+        moment = datetime.fromisoformat(written.replace(" ", "T", 1))
     except ValueError:
         raise StatsError(
             f'not a time: "{spec}"; write e.g. 30d, 12h, today, 2026-11-01 or '
@@ -478,7 +479,7 @@ def daily_series(
     sent_day = _day(Message.sent_at, conn, offset)
     add(conn.execute(
         select(sent_day, func.sum(_flag(Message.direction == "in")),
-               func.sum(_flag(Message.direction == "out")))
+               func.sum(_flag(and_(Message.direction == "out", Message.status != "failed"))))
         .where(_within(Message.sent_at, period), Message.direction.in_(("in", "out")))
         .group_by(sent_day)), "in", "out")
     opened_day = _day(Ticket.created_at, conn, offset)

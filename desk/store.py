@@ -167,7 +167,8 @@ def _add_ticket_figures(conn: Connection) -> None:
         select(Event.ticket_id, Event.created_at, Event.data)
         .where(Event.kind == "status", Event.ticket_id.is_not(None)).order_by(Event.id)
     ):
-        if json.loads(data).get("before") == "resolved":
+        change = json.loads(data)
+        if change.get("before") == "resolved" and change.get("after") != "resolved":
             found = reopens.setdefault(ticket_id, {"b_id": ticket_id, "reopen_count": 0})
             found["reopen_count"] += 1
             found["reopened_at"] = created

@@ -84,6 +84,13 @@ def account(
         row["last_inbound_at"] = max(filter(None, [row["last_inbound_at"], sent_at]))
         if row["first_inbound_at"] is None or sent_at < row["first_inbound_at"]:
             row["first_inbound_at"] = sent_at
+            # Messages may be stored out of order (a late fetch, an answer copied from the
+            # Sent folder before the question): measure from the earliest question to the
+            # answer known to follow it (the latest one, when only that is known).
+            answer = row["first_response_at"] or row["last_outbound_at"]
+            if answer is not None and answer >= sent_at:
+                row["first_response_at"] = answer
+                row["first_response_seconds"] = seconds_between(sent_at, answer)
         if row["waiting_since"] is None and (
             row["last_outbound_at"] is None or sent_at > row["last_outbound_at"]
         ):

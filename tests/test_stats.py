@@ -13,8 +13,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from stats_store import NOW, TARGETS, UNTIL, T, build
 
+from connectors.base import FLAG_OWN, InboundMessage
 from desk.cli import main
 from desk.config import ConfigError, load_config
+from desk.ingest import ingest
 from desk.models import Ticket
 from desk.sla import Targets, format_duration, overdue, parse_duration
 from desk.stats import Period, StatsError, compute, parse_moment, percentile, period_from
@@ -192,6 +194,8 @@ def test_periods_are_read_in_local_time() -> None:
     assert parse_moment("today", now, paris) == datetime(2026, 11, 27, 23, tzinfo=UTC)
     assert parse_moment("2026-07-01T09:00+00:00", now, paris) == datetime(2026, 7, 1, 9,
                                                                           tzinfo=UTC)
+    assert parse_moment("2026-07-01T09:00:00Z", now, paris) == datetime(2026, 7, 1, 9,
+                                                                        tzinfo=UTC)
     default = period_from(None, None, now=now)
     assert (default.since, default.until) == (now - timedelta(days=30), now)
     assert period_from("all", None, now=now).since is None
@@ -204,8 +208,11 @@ def test_periods_are_read_in_local_time() -> None:
 def test_a_schema_3_store_gains_the_figures_from_what_it_holds(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/old.db"
     store = Store(url)
-    build(store)
+    story = build(store)
+    # Resolving a resolved ticket again is recorded, and is no reopen.
+    story.status("Ann", "resolved", timedelta(hours=6))
     expected = figures(store)
+    assert expected["tickets"]["reopened"] == 1
     store.close()
     engine = create_engine(url)
     with engine.begin() as conn:  # the store as desk wrote it before the figures existed
@@ -319,3 +326,22 @@ def test_the_command_prints_a_table_and_json(
     code, _, err = _run(capsys, "--config", str(config), "--db", db, "stats", "--since", "soon")
     assert code == 1
     assert 'not a time: "soon"' in err
+
+
+def test_an_answer_stored_before_its_question_still_counts(store: Store) -> None:
+    """The Sent-folder copy of an answer fetched before the customer's message it answers."""
+    answer = InboundMessage(
+        connector="mail", channel="email", provider_id="<a@desk>", sender="support@example.com",
+        recipients=["ann@example.com"], subject="Re: Help", text="Here you go",
+        sent_at=T + timedelta(minutes=10), flags={FLAG_OWN},
+    )
+    question = InboundMessage(
+        connector="mail", channel="email", provider_id="<q@ann>", sender="ann@example.com",
+        subject="Help", text="Where is my order?", sent_at=T,
+    )
+    ingest(store, [answer])
+    ingest(store, [question])
+    stats = figures(store)
+    assert stats["tickets"]["opened"] == 1
+    assert stats["first_response_seconds"] == {"median": 600, "p90": 600, "count": 1}
+    assert stats["sla_breaches"]["first_response"] == 0
