@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlmodel import Session
 
 from connectors.base import (
@@ -269,8 +269,28 @@ def retry(session: Session, message_id: int, *, actor: str) -> Message:
     record_event(session, "retry", actor=actor, ticket_id=message.ticket_id,
                  customer_id=message.customer_id, message_id=message_id, before=before,
                  error=error)
+    _recount_first_response(session, message.ticket_id)
     session.flush()
     return message
+
+
+def _recount_first_response(session: Session, ticket_id: int | None) -> None:
+    """A reply that failed answered no one: the first response is the earliest outbound
+    message after the customer's first one that has not failed (none: still unanswered)."""
+    ticket = session.get(Ticket, ticket_id) if ticket_id is not None else None
+    if ticket is None or ticket.first_inbound_at is None:
+        return
+    session.flush()
+    answer = session.execute(
+        select(func.min(Message.sent_at)).where(
+            Message.ticket_id == ticket.id, Message.direction == "out",
+            Message.status != "failed", Message.sent_at >= ticket.first_inbound_at)
+    ).scalar_one()
+    ticket.first_response_at = to_store(answer)
+    ticket.first_response_seconds = (
+        ticket_figures.seconds_between(ticket.first_inbound_at, ticket.first_response_at)
+        if ticket.first_response_at is not None else None
+    )
 
 
 # GSM 03.38: the basic alphabet (one septet each) and its extension table (two: escape + char).
@@ -384,6 +404,7 @@ def record_failure(
         message.next_attempt_at = None
         record_event(session, "delivery_failed", actor="system", ticket_id=message.ticket_id,
                      customer_id=message.customer_id, message_id=message_id, error=reason)
+        _recount_first_response(session, message.ticket_id)
     else:
         message.status = "queued"
         message.next_attempt_at = utcnow() + backoff(message.attempts, retry_after)
@@ -438,6 +459,7 @@ def record_delivery(session: Session, message_id: int, status: str, error: str |
         record_event(session, "delivery_failed", actor="system", ticket_id=message.ticket_id,
                      customer_id=message.customer_id, message_id=message_id,
                      error=message.error)
+        _recount_first_response(session, message.ticket_id)
     session.flush()
 
 

@@ -345,3 +345,29 @@ def test_an_answer_stored_before_its_question_still_counts(store: Store) -> None
     assert stats["tickets"]["opened"] == 1
     assert stats["first_response_seconds"] == {"median": 600, "p90": 600, "count": 1}
     assert stats["sla_breaches"]["first_response"] == 0
+
+
+def test_a_reply_that_failed_answered_no_one(story_store: Store) -> None:
+    """Dan's ticket gets an answer that the provider then refuses: still unanswered, still
+    late; retried, it counts again."""
+    from desk import outbox
+    from desk.timeutil import use_clock
+
+    with use_clock(lambda: T + timedelta(days=3, minutes=20)), \
+            story_store.transaction() as session:
+        reply = outbox.queue_reply(session, 5, "On it", agent="bob",
+                                   connectors_by_channel={"email": "mail"})
+        reply_id = reply.id
+    assert figures(story_store)["first_response_seconds"]["count"] == 4
+    with story_store.transaction() as session:
+        outbox.record_failure(session, reply_id, "550 mailbox unavailable", permanent=True)
+    stats = figures(story_store)
+    assert stats["first_response_seconds"]["count"] == 3  # as before the reply
+    assert stats["sla_breaches"]["first_response"] == 3  # Dan's is late again
+    assert stats["messages"]["out"] == 4
+    with story_store.transaction() as session:
+        outbox.retry(session, reply_id, actor="bob")
+    stats = figures(story_store)
+    assert stats["first_response_seconds"]["count"] == 4
+    assert stats["first_response_seconds"]["p90"] is not None
+    assert stats["sla_breaches"]["first_response"] == 2  # answered within 20 minutes
