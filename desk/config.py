@@ -358,8 +358,7 @@ class PriorityTargets(_Model):
     low: Duration | None = None
 
     def seconds(self) -> dict[str, int]:
-        return {p: s for p in ("urgent", "high", "normal", "low")
-                if (s := getattr(self, p)) is not None}
+        return {p: s for p in type(self).model_fields if (s := getattr(self, p)) is not None}
 
 
 class SlaSettings(_Model):

@@ -355,13 +355,8 @@ class _Batch:
         row = {
             "id": None, "customer_id": None, "status": "open",
             "subject": clean_subject(message.subject),
-            "resolved_at": None, "snoozed_until": None, "last_message_at": sent_at,
-            "last_inbound_at": None, "last_outbound_at": None, "waiting_since": None,
-            "first_inbound_at": None, "first_response_at": None, "first_response_seconds": None,
-            "resolution_seconds": None, "resolved_channel": None, "reopen_count": 0,
-            "reopened_at": None, "message_count": 0, "unread_count": 0, "snippet": "",
-            "channels": "", "channel_path": "", "customer_channels": "", "last_channel": None,
-            "created_at": sent_at,
+            "resolved_at": None, "snoozed_until": None, "created_at": sent_at,
+            **ticket_figures.fresh(sent_at),
         }  # fmt: skip
         ticket = _Ticket(row, customer, new=True)
         self.tickets_by_customer.setdefault(customer, []).append(ticket)

@@ -88,28 +88,3 @@ def overdue(
             return Overdue("resolution", int(late))
     return None
 
-
-def first_response_breached(
-    targets: Targets, priority: str, seconds: int | None, waiting_for: float | None
-) -> bool:
-    """Answered later than the target, or still unanswered (and live) for longer than it.
-    `waiting_for` is how long an unanswered live ticket has waited, None otherwise."""
-    target = targets.first_response.get(priority)
-    if target is None:
-        return False
-    if seconds is not None:
-        return seconds > target
-    return waiting_for is not None and waiting_for > target
-
-
-def resolution_breached(
-    targets: Targets, priority: str, seconds: int | None, open_for: float | None
-) -> bool:
-    """Resolved later than the target, or still unresolved for longer than it. `open_for` is
-    how long a live ticket has been open, None for a resolved one."""
-    target = targets.resolution.get(priority)
-    if target is None:
-        return False
-    if seconds is not None:
-        return seconds > target
-    return open_for is not None and open_for > target

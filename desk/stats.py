@@ -3,19 +3,7 @@ screen show, computed from the store.
 
 Ticket figures come from the aggregates each ticket row keeps (desk.ticket_figures), read in one
 pass over the tickets the period touches; message volume comes from the `ix_message_stats` index
-alone. Definitions (also in the README):
-
-- messages in / out: sent in the period (outbound that failed is not counted; notes are not
-  messages);
-- tickets opened / resolved / reopened: opened, resolved (and still resolved), reopened in the
-  period; backlog: tickets live now that were opened before the period's end;
-- first response: customer's first message to our first answer, for tickets first answered in
-  the period; resolution: opening to resolution, for tickets resolved in the period;
-- reopen rate, SLA breaches, channel sequences: over the tickets opened in the period;
-- multi-channel share: of the customers who wrote in the period, those who wrote on more than
-  one channel (within the tickets they wrote on in the period);
-- per channel, a ticket counts under the channel it was opened on; per agent, under its
-  assignee (and outbound messages under their author); per tag, under each of its tags.
+alone. What each figure counts is defined in the README ("Service figures").
 """
 
 from __future__ import annotations
@@ -39,7 +27,7 @@ from desk.timeutil import iso, utcnow
 DEFAULT_DAYS = 30
 _T = TypeVar("_T")
 TOP_SEQUENCES = 10
-# Backlog age buckets: (label, lower bound in days).
+# Backlog age buckets, by time since opening: (label, lower bound in days).
 AGE_BUCKETS = (("0-1d", 0), ("1-3d", 1), ("3-7d", 3), ("7-30d", 7), ("30d+", 30))
 
 
@@ -264,10 +252,7 @@ def compute(
         slices = _Slices()
         _add_messages(slices, *messages.result())
         sequences, resolved_on = _add_tickets(slices, tickets.result())
-        backlog_rows, backlog_detail = backlog.result()
-        for path, assignee, tags, count in backlog_rows:
-            for f in slices.of_ticket(path, assignee, tags):
-                f.backlog += count
+        backlog_detail = _add_backlog(slices, backlog.result())
         customer_count, multichannel = customers.result()
     overall = slices.overall.as_json(targets)
     result: dict[str, Any] = {
@@ -282,10 +267,9 @@ def compute(
         "reopen_rate": overall["reopen_rate"],
         "channel_sequences": [
             {"sequence": path.split(","), "tickets": count}
-            for path, count in sorted(sequences.items(), key=lambda i: (-i[1], i[0]))
-            [:TOP_SEQUENCES]
+            for path, count in _ranked(sequences)[:TOP_SEQUENCES]
         ],
-        "resolved_on_channel": dict(sorted(resolved_on.items(), key=lambda i: (-i[1], i[0]))),
+        "resolved_on_channel": dict(_ranked(resolved_on)),
         "sla_targets": {"first_response": dict(targets.first_response),
                         "resolution": dict(targets.resolution)},
         "sla_breaches": overall["sla_breaches"],
@@ -299,6 +283,11 @@ def compute(
 
 
 _Rows = list[tuple[Any, ...]]
+
+
+def _ranked(counts: Counter[str]) -> list[tuple[str, int]]:
+    """Most frequent first; ties in name order, so the output is stable."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 def _message_rows(conn: Connection, period: Period) -> tuple[_Rows, _Rows]:
@@ -406,28 +395,29 @@ def _live_before(period: Period) -> ColumnElement[bool]:
     return and_(Ticket.status.in_(LIVE_STATUSES), Ticket.created_at < period.until)
 
 
-def _backlog_rows(
-    conn: Connection, period: Period, now: datetime
-) -> tuple[_Rows, dict[str, Any]]:
-    rows = conn.execute(
-        select(Ticket.channel_path, Ticket.assignee, Ticket.tags, func.count())
-        .where(_live_before(period))
-        .group_by(Ticket.channel_path, Ticket.assignee, Ticket.tags)
-    ).all()
+def _backlog_rows(conn: Connection, period: Period, now: datetime) -> _Rows:
+    """Live tickets by slice, status and age bucket (since opening), in one pass."""
     age = case(
         *[(Ticket.created_at > now - timedelta(days=older), literal(label))
           for (label, _), (_, older) in pairwise(AGE_BUCKETS)],
         else_=literal(AGE_BUCKETS[-1][0]),
     )
+    keys = (Ticket.channel_path, Ticket.assignee, Ticket.tags, Ticket.status, age)
+    rows = conn.execute(
+        select(*keys, func.count()).where(_live_before(period)).group_by(*keys)
+    )
+    return [tuple(r) for r in rows]
+
+
+def _add_backlog(slices: _Slices, rows: _Rows) -> dict[str, Any]:
     by_status = {status: 0 for status in LIVE_STATUSES}
     by_age = {label: 0 for label, _ in AGE_BUCKETS}
-    for status, bucket, count in conn.execute(
-        select(Ticket.status, age, func.count()).where(_live_before(period))
-        .group_by(Ticket.status, age)
-    ):
+    for path, assignee, tags, status, bucket, count in rows:
         by_status[status] += count
         by_age[bucket] += count
-    return [tuple(r) for r in rows], {"backlog_by_status": by_status, "backlog_by_age": by_age}
+        for f in slices.of_ticket(path, assignee, tags):
+            f.backlog += count
+    return {"backlog_by_status": by_status, "backlog_by_age": by_age}
 
 
 def _count_customers(conn: Connection, period: Period) -> tuple[int, int]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from desk.models import PRIORITIES
 from desk.sla import format_duration
 from desk.textsafe import printable
 
-PRIORITY_ORDER = ("urgent", "high", "normal", "low")
+# Most pressing first.
+PRIORITY_ORDER = tuple(reversed(PRIORITIES))
 
 
 def count(value: int | None) -> str:

@@ -98,11 +98,17 @@ def _add_presence(conn: Connection) -> None:
     models.Presence.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
+def _create_indexes(conn: Connection, *names: str) -> None:
+    """Create the models' indexes called `names` that the store lacks."""
+    for table in SQLModel.metadata.tables.values():
+        for index in table.indexes:
+            if index.name in names:
+                index.create(conn, checkfirst=True)
+
+
 def _add_lease(conn: Connection) -> None:
     models.Lease.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
-    for index in models.Message.__table__.indexes:  # type: ignore[attr-defined]
-        if index.name == "ix_message_received":
-            index.create(conn, checkfirst=True)
+    _create_indexes(conn, "ix_message_received")
 
 
 _FIGURE_COLUMNS = (
@@ -121,13 +127,10 @@ def _add_ticket_figures(conn: Connection) -> None:
         column = table.c[name]
         ddl = f"ALTER TABLE ticket ADD COLUMN {name} {column.type.compile(dialect=conn.dialect)}"
         if not column.nullable:
-            ddl += " NOT NULL DEFAULT " + ("0" if name == "reopen_count" else "''")
+            ddl += f" NOT NULL DEFAULT {column.default.arg!r}"  # 0 or ''
         conn.exec_driver_sql(ddl)
-    for index in [*table.indexes, *models.Message.__table__.indexes]:  # type: ignore[attr-defined]
-        if index.name in ("ix_ticket_created", "ix_ticket_first_response", "ix_ticket_resolved",
-                          "ix_ticket_reopened", "ix_ticket_customer_channels",
-                          "ix_message_stats"):
-            index.create(conn, checkfirst=True)
+    _create_indexes(conn, "ix_ticket_created", "ix_ticket_first_response", "ix_ticket_resolved",
+                    "ix_ticket_reopened", "ix_ticket_customer_channels", "ix_message_stats")
 
     updates: list[dict[str, Any]] = []
     row: dict[str, Any] | None = None
@@ -139,11 +142,7 @@ def _add_ticket_figures(conn: Connection) -> None:
     )
     for ticket_id, channel, direction, sent_at, flags in replay:
         if row is None or row["b_id"] != ticket_id:
-            row = {"b_id": ticket_id, "message_count": 0, "channels": "", "channel_path": "",
-                   "customer_channels": "", "last_message_at": sent_at, "snippet": "",
-                   "last_channel": None, "unread_count": 0, "last_inbound_at": None,
-                   "first_inbound_at": None, "waiting_since": None, "last_outbound_at": None,
-                   "first_response_at": None, "first_response_seconds": None}  # fmt: skip
+            row = {"b_id": ticket_id, **ticket_figures.fresh(sent_at)}
             updates.append(row)
         automatic = bool(set(flags.split(",")) & _AUTOMATIC)
         ticket_figures.account(row, channel=channel, direction=direction, sent_at=sent_at,

@@ -64,6 +64,18 @@ def snippet(text: str) -> str:
     return re.sub(r"\s+", " ", text[: SNIPPET_LENGTH * 4]).strip()[:SNIPPET_LENGTH]
 
 
+def fresh(opened_at: datetime) -> dict[str, Any]:
+    """The aggregates of a ticket before its first message (opened at `opened_at`)."""
+    return {
+        "message_count": 0, "unread_count": 0, "snippet": "", "channels": "",
+        "channel_path": "", "customer_channels": "", "last_channel": None,
+        "last_message_at": opened_at, "last_inbound_at": None, "last_outbound_at": None,
+        "waiting_since": None, "first_inbound_at": None, "first_response_at": None,
+        "first_response_seconds": None, "resolution_seconds": None, "resolved_channel": None,
+        "reopen_count": 0, "reopened_at": None,
+    }  # fmt: skip
+
+
 def account(
     row: Row, *, channel: str, direction: str, sent_at: datetime, text: str,
     automatic: bool = False,
