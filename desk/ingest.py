@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -385,7 +385,7 @@ class _Batch:
             "recipient": value if direction == "out" else None,
             "recipients": json.dumps(message.recipients) if message.recipients else None,
             "subject": message.subject,
-            "text": message.text.replace("\x00", ""),
+            "text": message.text,
             "html": message.html,
             "sent_at": sent_at,
             "received_at": self.now,
@@ -543,6 +543,7 @@ def ingest_in_session(
     """The body of `ingest`, inside the caller's transaction."""
     options = options or IngestOptions()
     batch = _Batch(session, options)
+    messages = [_without_nul(m) for m in messages]
     fresh, edits = _dedupe(session, messages, batch.result)
     if fresh:
         prepared = [(m, *_direction_and_identity(m, options.region)) for m in fresh]
@@ -597,13 +598,34 @@ def _dedupe(
     return list(fresh.values()), edits
 
 
+_TEXT_FIELDS = ("connector", "provider_id", "sender", "sender_name", "subject", "text", "html",
+                "in_reply_to", "sender_display")
+
+
+def _without_nul(message: InboundMessage) -> InboundMessage:
+    """`message` with NUL characters removed from its text: PostgreSQL cannot store them in a
+    text column and terminals end strings at them."""
+    if not any("\x00" in value for value in (
+        *(getattr(message, name) or "" for name in _TEXT_FIELDS),
+        *message.recipients, *message.references,
+    )):
+        return message
+    cleaned: dict[str, Any] = {
+        name: getattr(message, name).replace("\x00", "")
+        for name in _TEXT_FIELDS if getattr(message, name)
+    }
+    cleaned["recipients"] = [r.replace("\x00", "") for r in message.recipients]
+    cleaned["references"] = [r.replace("\x00", "") for r in message.references]
+    return replace(message, **cleaned)
+
+
 def _apply_edit(session: Session, message: InboundMessage, result: IngestResult) -> None:
     stored = session.execute(
         select(Message).where(
             Message.connector == message.connector, Message.provider_id == message.provider_id
         )
     ).scalar_one()
-    text = message.text.replace("\x00", "")
+    text = message.text
     if stored.text == text:
         result.duplicates += 1
         return

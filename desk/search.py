@@ -1,8 +1,8 @@
 """Full-text search over message text and subjects, newest matches first.
 
-The index is dialect-specific and lives in two marked places: the FTS5 table and triggers in
-`desk.store` (SQLite), and the query below. PostgreSQL falls back to a case-insensitive scan
-until it has a tsvector index of its own.
+The index and the query over it are dialect-specific (FTS5 on SQLite, a tsvector column with a
+GIN index on PostgreSQL) and live in `desk.dialects`; this module reads the user's words and
+shapes the results the same way for both.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlmodel import Session
 
-from desk.models import Customer, Message
+from desk import dialects
+from desk.models import Customer, Message, Meta
 
 _TOKEN = re.compile(r'"[^"]+"|\S+')
 
@@ -36,49 +37,29 @@ class SearchHit:
     snippet: str
 
 
-def fts_query(query: str) -> str:
-    """A user's words as an FTS5 query: every word must match, each quoted so that FTS5
-    operators and punctuation in the input are taken literally; `word*` stays a prefix search
-    and "a phrase" stays a phrase."""
-    terms = []
+def terms(query: str) -> list[tuple[str, bool, bool]]:
+    """A user's words as (word, is_prefix, is_phrase): every one must match, each taken
+    literally (no search operators), `word*` a prefix search and "a phrase" a phrase."""
+    found = []
     for token in _TOKEN.findall(query.replace("\x00", " ")):  # SQLite ends a string at NUL
-        prefix = token.endswith("*") and not token.startswith('"')
-        word = token.strip('"').rstrip("*").replace('"', '""').strip()
+        phrase = token.startswith('"')
+        prefix = token.endswith("*") and not phrase
+        word = token.strip('"').rstrip("*").replace('"', "").strip()
         if word:
-            terms.append(f'"{word}"' + ("*" if prefix else ""))
-    if not terms:
+            found.append((word, prefix, phrase))
+    if not found:
         raise SearchError("nothing to search for")
-    return " ".join(terms)
+    return found
 
 
 def search(
-    session: Session, query: str, *, limit: int = 50, before_id: int | None = None
+    session: Session, query: str, *, limit: int = 50, before_id: int | None = None,
 ) -> list[SearchHit]:
     """Messages matching every word of `query`, newest first (by message id), a page at a time."""
-    if session.get_bind().dialect.name == "sqlite":
-        # ---- SQLite-specific: FTS5, newest first by rowid (ranking is ~3000x slower) ----
-        sql = (
-            "SELECT rowid FROM message_fts WHERE message_fts MATCH :q"
-            + (" AND rowid < :before" if before_id else "")
-            + " ORDER BY rowid DESC LIMIT :limit"
-        )
-        ids = list(
-            session.execute(
-                text(sql), {"q": fts_query(query), "before": before_id, "limit": limit}
-            ).scalars()
-        )
-    else:
-        words = [w.strip('"').rstrip("*") for w in _TOKEN.findall(query)]
-        if not any(words):
-            raise SearchError("nothing to search for")
-        statement = select(Message.id)
-        for word in filter(None, words):
-            statement = statement.where(
-                Message.text.ilike(f"%{word}%") | Message.subject.ilike(f"%{word}%")
-            )
-        if before_id:
-            statement = statement.where(Message.id < before_id)
-        ids = list(session.execute(statement.order_by(Message.id.desc()).limit(limit)).scalars())
+    words = terms(query)
+    config = session.get(Meta, "search_config")  # the one the store was indexed with
+    ids = dialects.search_ids(session, words, config.value if config else dialects.SEARCH_CONFIG,
+                              limit, before_id)
     if not ids:
         return []
     rows = session.execute(

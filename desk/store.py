@@ -1,38 +1,35 @@
-"""The store: engine and pragmas, schema and migrations, and the queries app and daemon share.
+"""The store: schema and migrations, sessions, and the queries app and daemon share.
 
-Everything here is dialect-neutral SQLAlchemy except the block marked "SQLite-specific", which
-holds the FTS5 index and its triggers; PostgreSQL gets its own equivalent there.
+Everything here is dialect-neutral SQLAlchemy; what differs between SQLite and PostgreSQL lives
+in `desk.dialects`.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Engine,
     bindparam,
     case,
-    create_engine,
-    event,
     func,
     inspect,
     or_,
     select,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
 
 from connectors.base import FLAG_AUTO_REPLY, FLAG_BOUNCE
-from desk import models, ticket_figures
+from desk import dialects, models, ticket_figures
 from desk.models import Customer, Event, Identity, Message, Meta, SyncState, Ticket, TicketTag
 from desk.timeutil import utcnow
 
@@ -46,44 +43,8 @@ class StoreError(Exception):
 # --------------------------------------------------------------------------------------------
 # Engine
 
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets the daemon write while app instances read; the busy timeout turns short write
-    # contention into waiting instead of "database is locked".
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA cache_size=-32000")
-    cursor.close()
-    # Take transaction control from the sqlite3 module, so _sqlite_begin decides how to BEGIN.
-    dbapi_connection.isolation_level = None
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    # A write transaction takes the write lock up front: a deferred one that reads first and
-    # then writes fails at once with "database is locked" if another writer committed meanwhile,
-    # instead of waiting on busy_timeout.
-    immediate = conn.get_execution_options().get("desk_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for `url` with desk's connection settings; creates the SQLite file's folder."""
-    if url.startswith("sqlite"):
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
+make_engine = dialects.make_engine
+is_sqlite = dialects.is_sqlite
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,27 +150,6 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
 }
 
 
-# ---- SQLite-specific: full-text index (FTS5, external content on message) -------------------
-_SQLITE_FTS = [
-    """CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5(
-        subject, text, content='message', content_rowid='id',
-        tokenize='unicode61 remove_diacritics 2')""",
-    """CREATE TRIGGER IF NOT EXISTS message_fts_ai AFTER INSERT ON message BEGIN
-        INSERT INTO message_fts(rowid, subject, text) VALUES (new.id, new.subject, new.text);
-    END""",
-    """CREATE TRIGGER IF NOT EXISTS message_fts_ad AFTER DELETE ON message BEGIN
-        INSERT INTO message_fts(message_fts, rowid, subject, text)
-        VALUES ('delete', old.id, old.subject, old.text);
-    END""",
-    """CREATE TRIGGER IF NOT EXISTS message_fts_au AFTER UPDATE OF subject, text ON message BEGIN
-        INSERT INTO message_fts(message_fts, rowid, subject, text)
-        VALUES ('delete', old.id, old.subject, old.text);
-        INSERT INTO message_fts(rowid, subject, text) VALUES (new.id, new.subject, new.text);
-    END""",
-]
-# ---- end of SQLite-specific -----------------------------------------------------------------
-
-
 def _schema_version(conn: Connection) -> int | None:
     if not conn.dialect.has_table(conn, "meta"):
         return None
@@ -217,18 +157,31 @@ def _schema_version(conn: Connection) -> int | None:
     return int(value) if value is not None else None
 
 
-def migrate(engine: Engine) -> int:
-    """Bring the store's schema to SCHEMA_VERSION; returns the version it found (0 if new)."""
+def migrate(engine: Engine, search_config: str | None = None) -> int:
+    """Bring the store's schema to SCHEMA_VERSION; returns the version it found (0 if new).
+    `search_config` is PostgreSQL's text search configuration; a store indexed with another
+    one is re-indexed."""
     with engine.begin() as conn:
+        dialects.lock_schema(conn)
         found = _schema_version(conn)
         if found is None:
             SQLModel.metadata.create_all(conn)
-            if conn.dialect.name == "sqlite":
-                for statement in _SQLITE_FTS:
-                    conn.exec_driver_sql(statement)
-            conn.execute(models.Meta.__table__.insert(), {"key": "schema_version",
-                                                           "value": str(SCHEMA_VERSION)})
+            config = search_config or dialects.SEARCH_CONFIG
+            dialects.create_search_and_notify(conn, config)
+            conn.execute(models.Meta.__table__.insert(), [
+                {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                {"key": "store_id", "value": uuid.uuid4().hex},
+                *([] if is_sqlite(conn) else [{"key": "search_config", "value": config}]),
+            ])
             return 0
+        if search_config and not is_sqlite(conn):
+            indexed = conn.execute(
+                select(Meta.value).where(Meta.key == "search_config")).scalar()
+            if indexed != search_config:
+                dialects.change_search_config(conn, search_config)
+                conn.execute(models.Meta.__table__.delete().where(Meta.key == "search_config"))
+                conn.execute(models.Meta.__table__.insert(),
+                             {"key": "search_config", "value": search_config})
     if found > SCHEMA_VERSION:
         raise StoreError(
             f"the store has schema version {found}, newer than this desk ({SCHEMA_VERSION}):"
@@ -236,6 +189,9 @@ def migrate(engine: Engine) -> int:
         )
     for version in range(found, SCHEMA_VERSION):
         with engine.begin() as conn:
+            dialects.lock_schema(conn)
+            if _schema_version(conn) != version:
+                continue  # another process migrated it meanwhile
             MIGRATIONS[version](conn)
             conn.execute(
                 models.Meta.__table__.update()
@@ -248,13 +204,16 @@ def migrate(engine: Engine) -> int:
 class Store:
     """An open store: the engine plus sessions that retry when another writer holds the lock."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, search_config: str | None = None) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self._write_engine = self.engine.execution_options(desk_write=True)
-        self._watch: Connection | None = None
-        self._watch_lock = threading.Lock()
-        migrate(self._write_engine)
+        self._write_engine = dialects.write_engine(self.engine)
+        self.changes = dialects.Changes(self.engine)
+        migrate(self.engine.execution_options(desk_write=True), search_config)
+        with self.engine.connect() as conn:
+            self.search_config = conn.execute(
+                select(Meta.value).where(Meta.key == "search_config")
+            ).scalar() or dialects.SEARCH_CONFIG
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -269,13 +228,14 @@ class Store:
             yield session
 
     def write(self, work: Callable[[Session], Any], *, attempts: int = 5) -> Any:
-        """Run `work` in one transaction, retrying when SQLite reports the store busy."""
+        """Run `work` in one transaction, again (on fresh data) when it lost a race with another
+        writer: SQLite busy, a PostgreSQL serialization failure, a key inserted meanwhile."""
         for attempt in range(attempts):
             try:
                 with self.transaction() as session:
                     return work(session)
-            except OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+            except DBAPIError as exc:
+                if not dialects.is_retryable(exc):
                     raise
                 if attempt == attempts - 1:
                     raise
@@ -284,22 +244,10 @@ class Store:
 
     def data_version(self) -> int:
         """A number that changes when another connection commits (cheap change polling)."""
-        if not is_sqlite(self.engine):
-            with self.engine.connect() as conn:
-                return int(conn.execute(select(func.max(Message.id))).scalar() or 0)
-        # data_version counts commits by *other* connections, per connection: ask the same
-        # one every time or the numbers are not comparable.
-        with self._watch_lock:
-            if self._watch is None:
-                self._watch = self.engine.connect()
-            value = self._watch.exec_driver_sql("PRAGMA data_version").scalar()
-            self._watch.rollback()
-            return int(value or 0)
+        return self.changes.version()
 
     def close(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
+        self.changes.close_connection()
         self.engine.dispose()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,9 +24,84 @@ _DEFAULT_CONNECTOR = {"email": "mail", "sms": "sms", "telegram": "chat"}
 InboundFactory = Callable[..., InboundMessage]
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend", choices=BACKENDS, default=os.environ.get("DESK_TEST_BACKEND", "sqlite"),
+        help="the store backend for tests that take `store_url` (env DESK_TEST_BACKEND)")
+    parser.addoption(
+        "--pg-url", default=os.environ.get("DESK_TEST_PG_URL"),
+        help="a PostgreSQL server URL whose user may create databases (env DESK_TEST_PG_URL); "
+             "without it, a throwaway cluster is started where PostgreSQL is installed")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only(reason): meaningless on PostgreSQL")
+    config.addinivalue_line("markers", "postgresql: needs a PostgreSQL server")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"desk store backend: {config.getoption('--backend')}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--backend") != "postgresql":
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
+
+
+@pytest.fixture(scope="session")
+def pg_server(pytestconfig: pytest.Config) -> Iterator[str]:
+    """A PostgreSQL server URL: --pg-url, or a throwaway cluster for the whole run."""
+    given = pytestconfig.getoption("--pg-url")
+    if given:
+        yield given
+        return
+    import pg_cluster
+    from peers import missing_peer
+
+    cluster = pg_cluster.start()
+    if cluster is None:
+        missing_peer("PostgreSQL (initdb, pg_ctl) is not installed; apt-get install postgresql")
+    assert cluster is not None
+    yield cluster.url
+    cluster.stop()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(f"sqlite:///{tmp_path}/desk.db")
+def pg_database(pg_server: str) -> Iterator[Callable[[], str]]:
+    """`pg_database()`: the URL of a new, empty database, dropped after the test."""
+    import pg_cluster
+
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(pg_cluster.create_database(pg_server))
+        return made[-1]
+
+    yield make
+    for url in made:
+        pg_cluster.drop_database(pg_server, url)
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where this test's store lives: a SQLite file, or with --backend postgresql a new
+    database on the test server."""
+    if request.config.getoption("--backend") == "postgresql":
+        return request.getfixturevalue("pg_database")()
+    return f"sqlite:///{tmp_path}/desk.db"
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = Store(store_url)
     yield opened
     opened.close()
 

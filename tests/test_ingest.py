@@ -283,9 +283,11 @@ def test_an_edit_in_the_same_batch_as_the_original_keeps_the_last_text(store, in
 
 
 def test_nul_bytes_are_stripped_from_text(store, inbound) -> None:
-    ingest(store, [inbound("hel\x00lo", channel="telegram", provider_id="1:1")])
+    ingest(store, [inbound("hel\x00lo", channel="telegram", provider_id="1:1",
+                           sender_name="Ja\x00ne")])
     with store.session() as session:
         assert session.execute(select(Message.text)).scalar_one() == "hello"
+        assert session.execute(select(Message.sender_name)).scalar_one() == "Jane"
     # An edit is cleaned the same way.
     ingest(store, [inbound("hel\x00lo w\x00orld", channel="telegram", provider_id="1:1",
                            is_edit=True)])
