@@ -47,11 +47,18 @@ def _db_url(args: argparse.Namespace, settings: Settings) -> str:
     return settings.store.db_url
 
 
-def _open(args: argparse.Namespace) -> tuple[Settings, Store]:
+def open_store(url: str, settings: Settings) -> Store:
+    """The store at `url`, with the [store] password and search configuration."""
     from desk.store import Store
 
+    password = settings.store.password
+    return Store(url, password=password.reveal() if password else None,
+                 search_config=settings.store.search_config)
+
+
+def _open(args: argparse.Namespace) -> tuple[Settings, Store]:
     settings = _settings(args)
-    return settings, Store(_db_url(args, settings))
+    return settings, open_store(_db_url(args, settings), settings)
 
 
 def _connectors_by_channel(settings: Settings) -> dict[str, str]:
@@ -140,7 +147,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _open_app(url: str, settings: Settings) -> int:
     from desk.tui.app import run_app
 
-    return run_app(url, settings)
+    return run_app(open_store(url, settings), settings)
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -152,13 +159,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
     import asyncio
 
     from desk import lease, logs
+    from desk.store import is_sqlite
     from desk.sync import LeaseLost, run_daemon, run_once
     from desk.timeutil import iso
 
     settings, store = _open(args)
     logs.configure(args.log_format)
     holder, seconds = lease.me(), settings.store.lease_seconds
-    held = store.write(lambda s: lease.claim(s, lease.DAEMON, holder, seconds))
+    # A SQLite store has one daemon; on PostgreSQL several share the connectors by lease.
+    exclusive = is_sqlite(store.engine)
+    held = store.write(lambda s: lease.claim(s, lease.DAEMON, holder, seconds)) \
+        if exclusive else None
     if held is not None:
         raise CommandError(
             f"another desk sync ({held.holder}) has been running on this store since "
@@ -173,12 +184,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
             except LeaseLost as exc:
                 raise CommandError(str(exc)) from None
             return 0
-        report = asyncio.run(run_once(store, settings, only=args.connector,
+        report = asyncio.run(run_once(store, settings, only=args.connector, holder=holder,
                                       progress=_sync_progress(sys.stderr.isatty())))
     finally:
-        store.write(lambda s: lease.release(s, lease.DAEMON, holder))
+        if exclusive:
+            store.write(lambda s: lease.release(s, lease.DAEMON, holder))
     for name, result in report.fetched.items():
         _out(f"{name}: {result.stored} new, {result.duplicates} already stored")
+    for name, other in report.busy.items():
+        _out(f"{name}: skipped, desk sync {other} runs it")
     for name, error in report.errors.items():
         _out(f"{name}: FAILED: {printable(error, single_line=True)}", sys.stderr)
     delivery = report.delivery
@@ -463,31 +477,43 @@ def cmd_status(args: argparse.Namespace) -> int:
         states = {s.connector: s for s in session.execute(select(SyncState)).scalars()}
         recent = recent_inbound(session, timedelta(hours=1))
         backlog = outbox_backlog(session)
-        daemon = lease.holder_of(session, lease.DAEMON)
+        daemons = lease.live(session, lease.daemon_role(""))
+        running_at = lease.live(session, lease.connector_role(""))
     connectors = []
     for config in settings.connectors:
         state = states.get(config.name)
+        runner = running_at.get(config.name)
         connectors.append({
             "name": config.name, "type": config.type, "enabled": config.enabled,
+            "running_in": runner.holder if runner else None,
             "last_success": iso(state.last_success_at) if state else None,
             "last_error": state.last_error if state else None,
             "last_error_at": iso(state.last_error_at) if state else None,
             "messages_last_hour": recent.get(config.name, 0),
             "cursor": json.loads(state.cursor) if state else None,
         })
-    running = ({"holder": daemon.holder, "since": iso(daemon.acquired_at),
-                "lease_expires": iso(daemon.expires_at)} if daemon else None)
+    running = [{"holder": held.holder, "since": iso(held.acquired_at),
+                "lease_expires": iso(held.expires_at),
+                "connectors": sorted(name for name, at in running_at.items()
+                                     if at.holder == held.holder)}
+               for held in daemons.values()]
     if args.json:
-        _json({"store": store.url, "counts": counts, "daemon": running, "outbox": backlog,
-               "connectors": connectors})
+        # "daemon" is the first (on SQLite, the only) daemon; "daemons" lists them all.
+        _json({"store": store.url, "counts": counts, "daemon": running[0] if running else None,
+               "daemons": running, "outbox": backlog, "connectors": connectors})
         return 0
     _out(f"store: {store.url}")
     _out("  " + ", ".join(f"{n} {name}" for name, n in counts.items()))
-    _out(f"  desk sync: {'running as ' + daemon.holder if daemon else 'not running'}")
+    if not running:
+        _out("  desk sync: not running")
+    for daemon in running:
+        _out(f"  desk sync: running as {daemon['holder']} since {daemon['since']}")
     _out(f"  outbox: {backlog['queued']} queued, {backlog['sending']} sending, "
          f"{backlog['failed']} failed, {backlog['unknown']} to check")
     for c in connectors:
         line = f"  {c['name']} ({c['type']}{'' if c['enabled'] else ', disabled'}): "
+        if c["running_in"]:
+            line += f"run by {c['running_in']}, "
         line += f"last success {c['last_success'] or 'never'}, "
         line += f"{c['messages_last_hour']} messages in the last hour"
         if c["last_error"]:

@@ -247,8 +247,22 @@ def _check_db_url(value: str) -> str:
     if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value):
         raise _invalid(
             'must be a database URL such as "sqlite:///path/to/desk.db" or '
-            f'"postgresql://host/desk", got {_describe(value)}'
+            f'"postgresql+psycopg://desk@db.example.com/desk", got {_describe(value)}'
         )
+    if re.match(r"[^:/]+://[^/@]*:[^/@]*@", value):
+        # The URL is printed by desk status and kept in logs; the password is not.
+        raise _invalid('must not contain a password: set [store] password = "env:NAME" (or '
+                       '"file:/path"), or use the libpq environment (PGPASSWORD, ~/.pgpass)')
+    if value.startswith("postgresql") and not value.startswith("postgresql+psycopg://"):
+        raise _invalid(f'must use the psycopg driver: "postgresql+psycopg://…", got '
+                       f"{_describe(value)}")
+    return value
+
+
+def _check_search_config(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", value):
+        raise _invalid('must name a PostgreSQL text search configuration such as "simple" or '
+                       f'"english", got {_describe(value)}')
     return value
 
 
@@ -317,6 +331,8 @@ class _Model(BaseModel):
 
 class StoreSettings(_Model):
     url: Annotated[str, AfterValidator(_check_db_url)] | None = None
+    password: Secret | None = None  # PostgreSQL; else libpq's PGPASSWORD or ~/.pgpass
+    search_config: Annotated[str, AfterValidator(_check_search_config)] = "simple"
     lease_seconds: Annotated[float, Field(ge=1, le=3600, allow_inf_nan=False)] = 30.0
 
     @property
@@ -730,6 +746,12 @@ class _Loader:
                 self.error((), key, None, f'unknown {what} "{key}"{hint}')
 
         store = self.validate(StoreSettings, self.table(data, "store"), ("store",), "[store]")
+        if check_secrets and store is not None and store.password is not None:
+            try:
+                store.password.reveal(env)
+            except ConfigError as exc:
+                self.error(("store",), "password", "[store]",
+                           f"password ({store.password.reference}): {exc.errors[0]}")
         desk_table = {"agent": _default_agent(env), **self.table(data, "desk")}
         desk = self.validate(DeskSettings, desk_table, ("desk",), "[desk]")
         connectors = self._connectors(data, env, check_secrets)

@@ -44,9 +44,9 @@ from desk.ingest import IngestOptions, ingest
 from desk.models import Message
 from desk.outbox import (
     add_note,
+    claim_for_sending,
     queue_reply,
     record_failure,
-    record_sending,
     record_sent,
     sms_segments,
 )
@@ -1715,7 +1715,7 @@ class _Builder:
         )
         if step.queued:
             return
-        record_sending(session, message.id)  # type: ignore[arg-type]
+        claim_for_sending(session, message.id)  # type: ignore[arg-type]
         if step.fail:
             reason = step.fail.replace("{to}", message.recipient or "")
             record_failure(session, message.id, reason, permanent=True)  # type: ignore[arg-type]

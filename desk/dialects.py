@@ -63,8 +63,9 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url` with desk's connection settings; creates the SQLite file's folder."""
+def make_engine(url: str, password: str | None = None) -> Engine:
+    """An engine for `url` with desk's connection settings; creates the SQLite file's folder.
+    `password` (PostgreSQL) is kept out of the URL, which desk shows."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
@@ -73,8 +74,12 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    target = make_url(url)
+    if password is not None:
+        target = target.set(password=password)
     # UTC sessions: date() and casts of timestamptz follow the session's time zone.
-    return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"})
+    return create_engine(target, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         connect_args={"options": "-c timezone=UTC"})
 
 
 def write_engine(engine: Engine) -> Engine:
@@ -334,9 +339,10 @@ def insert_new(conn: Connection, table: Table, row: dict[str, Any]) -> bool:
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-    keys = [c.name for c in table.primary_key.columns]
-    return conn.execute(insert(table).on_conflict_do_nothing(index_elements=keys)
-                        .values(row)).rowcount == 1
+    keys = list(table.primary_key.columns)
+    inserted = conn.execute(insert(table).on_conflict_do_nothing(index_elements=keys)
+                            .values(row).returning(keys[0]))
+    return inserted.first() is not None
 
 
 def reset_sequences(conn: Connection, tables: list[Table]) -> None:

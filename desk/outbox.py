@@ -369,12 +369,19 @@ def outbound_of(message: Message) -> OutboundMessage:
     )
 
 
-def record_sending(session: Session, message_id: int) -> None:
-    message = session.get(Message, message_id)
-    if message is not None:
-        message.status = "sending"
-        message.attempts += 1
-        session.flush()
+def claim_for_sending(session: Session, message_id: int) -> bool:
+    """Mark a queued reply "sending" for this process; False if another daemon has it (its
+    row locked right now, or already taken), so no reply is sent twice."""
+    message = session.execute(
+        select(Message).where(Message.id == message_id, Message.status == "queued")
+        .with_for_update(skip_locked=True)
+    ).scalar_one_or_none()
+    if message is None:
+        return False
+    message.status = "sending"
+    message.attempts += 1
+    session.flush()
+    return True
 
 
 def record_sent(session: Session, message_id: int, receipt: Receipt) -> None:
@@ -427,7 +434,8 @@ async def deliver_due(store: Store, connectors: Mapping[str, Connector]) -> Deli
         connector = connectors.get(connector_name or "")
         if connector is None:
             continue  # not running in this process (disabled, or another daemon's)
-        store.write(lambda s, mid=message_id: record_sending(s, mid))
+        if not store.write(lambda s, mid=message_id: claim_for_sending(s, mid)):
+            continue
         try:
             receipt = await connector.send(outbound)
         except PermanentError as exc:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, String, and_, case, cast, false, func, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
 
+from desk import dialects
 from desk.models import LIVE_STATUSES, Message, Ticket
 from desk.sla import Targets
 from desk.timeutil import iso, utcnow
@@ -443,14 +444,6 @@ def _count_customers(conn: Connection, period: Period) -> tuple[int, int]:
 # ---- per day, for the app's charts -----------------------------------------------------------
 
 
-def _day(column: Any, conn: Connection, offset: timedelta) -> Any:
-    # ---- dialect-specific: a UTC timestamp's local calendar day --------------------------
-    if conn.dialect.name == "sqlite":
-        return func.date(column, f"{int(offset.total_seconds() // 60):+d} minutes")
-    return func.date(column + offset)
-    # ---- end of dialect-specific -------------------------------------------------------
-
-
 def daily_series(
     conn: Connection, period: Period, now: datetime | None = None, tz: tzinfo | None = None
 ) -> list[dict[str, Any]]:
@@ -466,16 +459,16 @@ def daily_series(
             for key, count in zip(keys, counts, strict=True):
                 entry[key] += count
 
-    sent_day = _day(Message.sent_at, conn, offset)
+    sent_day = dialects.local_day(Message.sent_at, conn, offset)
     add(conn.execute(
         select(sent_day, func.sum(_flag(Message.direction == "in")),
                func.sum(_flag(and_(Message.direction == "out", Message.status != "failed"))))
         .where(_within(Message.sent_at, period), Message.direction.in_(("in", "out")))
         .group_by(sent_day)), "in", "out")
-    opened_day = _day(Ticket.created_at, conn, offset)
+    opened_day = dialects.local_day(Ticket.created_at, conn, offset)
     add(conn.execute(select(opened_day, func.count()).where(_within(Ticket.created_at, period))
                      .group_by(opened_day)), "opened")
-    resolved_day = _day(Ticket.resolved_at, conn, offset)
+    resolved_day = dialects.local_day(Ticket.resolved_at, conn, offset)
     add(conn.execute(select(resolved_day, func.count())
                      .where(_within(Ticket.resolved_at, period)).group_by(resolved_day)),
         "resolved")

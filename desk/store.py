@@ -204,9 +204,11 @@ def migrate(engine: Engine, search_config: str | None = None) -> int:
 class Store:
     """An open store: the engine plus sessions that retry when another writer holds the lock."""
 
-    def __init__(self, url: str, *, search_config: str | None = None) -> None:
-        self.url = url
-        self.engine = make_engine(url)
+    def __init__(
+        self, url: str, *, password: str | None = None, search_config: str | None = None
+    ) -> None:
+        self.url = url  # as configured: never holds the password, so it may be shown
+        self.engine = make_engine(url, password)
         self._write_engine = dialects.write_engine(self.engine)
         self.changes = dialects.Changes(self.engine)
         migrate(self.engine.execution_options(desk_write=True), search_config)

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from connectors.base import Connector
+from desk import lease
 from desk.config import AnyConnectorSettings, Settings
 from desk.ingest import IngestOptions, IngestResult, ingest
 from desk.models import SyncState
@@ -27,7 +28,7 @@ from desk.outbox import (
     reconcile_sending,
     record_delivery_of,
 )
-from desk.store import Store, get_cursor
+from desk.store import Store, get_cursor, is_sqlite
 from desk.tickets import wake_snoozed
 from desk.timeutil import utcnow
 
@@ -70,6 +71,7 @@ def build_connector(config: AnyConnectorSettings) -> Connector:
 class SyncReport:
     fetched: dict[str, IngestResult] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    busy: dict[str, str] = field(default_factory=dict)  # connector: the daemon running it
     delivery: DeliveryReport = field(default_factory=DeliveryReport)
 
     @property
@@ -122,8 +124,10 @@ async def run_once(
     only: str | None = None,
     connectors: Mapping[str, Connector] | None = None,
     progress: SyncProgress | None = None,
+    holder: str | None = None,
 ) -> SyncReport:
-    """One pass: fetch each enabled connector, then deliver due replies."""
+    """One pass: fetch each enabled connector, then deliver due replies. With `holder`, only
+    the connectors no daemon is running (their leases are held for the pass)."""
     report = SyncReport()
     options = ingest_options(settings)
     running: dict[str, Connector] = dict(connectors or {})
@@ -131,6 +135,13 @@ async def run_once(
     if only is not None and not configs:
         report.errors[only] = f'no enabled connector named "{only}"'
         return report
+    seconds = settings.store.lease_seconds
+    if holder is not None:
+        claims = store.write(lambda session: {
+            c.name: lease.claim(session, lease.connector_role(c.name), holder, seconds)
+            for c in configs})
+        report.busy = {name: held.holder for name, held in claims.items() if held is not None}
+        configs = [c for c in configs if c.name not in report.busy]
     try:
         for config in configs:
             try:
@@ -152,6 +163,9 @@ async def run_once(
         if connectors is None:
             for connector in running.values():
                 await connector.aclose()
+        if holder is not None:
+            store.write(lambda session: [
+                lease.release(session, lease.connector_role(c.name), holder) for c in configs])
     return report
 
 
@@ -234,27 +248,114 @@ def webhook_handlers(
     return on_message, on_status
 
 
-async def run_forever(store: Store, settings: Settings, *, only: str | None = None) -> None:
-    """Every enabled connector in its own loop, and the outbox, until cancelled."""
-    options = ingest_options(settings)
-    configs = [c for c in settings.connectors if c.enabled and (only is None or c.name == only)]
-    connectors = {config.name: build_connector(config) for config in configs}
-    loops = [
-        watch_connector(store, connectors[config.name], options,
-                        poll_interval=config.poll_interval)
-        for config in configs
-    ]
-    for config in configs:
-        serve = getattr(connectors[config.name], "serve_webhook", None)
+class ConnectorPool:
+    """The connectors this daemon runs: those whose lease it holds. `balance()` renews those
+    leases, takes over connectors whose holder is gone and stops any it lost, so that each
+    connector runs in exactly one of the daemons sharing a store."""
+
+    def __init__(
+        self, store: Store, settings: Settings, *, only: str | None, holder: str,
+        lease_seconds: float,
+    ) -> None:
+        self.store, self.holder, self.lease_seconds = store, holder, lease_seconds
+        self.options = ingest_options(settings)
+        self.configs = [c for c in settings.connectors
+                        if c.enabled and (only is None or c.name == only)]
+        # On SQLite a store has one daemon, which holds the store's lease as well.
+        self.exclusive = is_sqlite(store.engine)
+        self.running: dict[str, Connector] = {}  # the outbox sends through these
+        self._tasks: dict[str, list[asyncio.Task[Any]]] = {}
+
+    def _claim_all(self, session: Any) -> dict[str, lease.Held | None]:
+        if self.exclusive:
+            held = lease.claim(session, lease.DAEMON, self.holder, self.lease_seconds)
+            if held is not None:
+                raise LeaseLost(f"{held.holder} took over this store's desk sync lease: "
+                                "this daemon stopped")
+        lease.claim(session, lease.daemon_role(self.holder), self.holder, self.lease_seconds)
+        return {config.name: lease.claim(session, lease.connector_role(config.name),
+                                         self.holder, self.lease_seconds)
+                for config in self.configs}
+
+    async def balance(self) -> None:
+        claims = await asyncio.to_thread(self.store.write, self._claim_all)
+        for config in self.configs:
+            held = claims[config.name]
+            if held is None and config.name not in self._tasks:
+                await self._start(config)
+            elif held is not None and config.name in self._tasks:
+                log.warning("%s: %s took it over; stopping it here", config.name, held.holder)
+                await self._stop(config.name)
+
+    async def _start(self, config: AnyConnectorSettings) -> None:
+        log.info("%s: running it here", config.name)
+        self._tasks[config.name] = []
+        try:
+            connector = build_connector(config)
+        except Exception as exc:  # e.g. a type this desk lacks: recorded, others carry on
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: %s", config.name, reason)
+            await asyncio.to_thread(record_error, self.store, config.name, reason)
+            return
+        # Whoever ran it before may have died mid-send: settle those replies first.
+        await reconcile_sending(self.store, {config.name: connector})
+        self.running[config.name] = connector
+        tasks = [asyncio.create_task(watch_connector(
+            self.store, connector, self.options, poll_interval=config.poll_interval))]
+        serve = getattr(connector, "serve_webhook", None)
         if serve is not None and getattr(config, "webhook_listen", None):
-            loops.append(serve(*webhook_handlers(store, config.name, options)))
-    try:
-        # A previous daemon may have died mid-send: settle those replies before sending more.
-        await reconcile_sending(store, connectors)
-        await asyncio.gather(*loops, deliver_forever(store, connectors))
-    finally:
-        for connector in connectors.values():
+            tasks.append(asyncio.create_task(
+                serve(*webhook_handlers(self.store, config.name, self.options))))
+        self._tasks[config.name] = tasks
+
+    async def _stop(self, name: str) -> None:
+        tasks = self._tasks.pop(name, [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        connector = self.running.pop(name, None)
+        if connector is not None:
             await connector.aclose()
+
+    async def close(self) -> None:
+        """Stop every connector and give up the leases, so another daemon takes over now."""
+        for name in list(self._tasks):
+            await self._stop(name)
+        await asyncio.to_thread(self.store.write,
+                                lambda session: lease.release_all(session, self.holder))
+
+    def failed(self) -> BaseException | None:
+        """The error of a connector task that ended (a webhook that could not listen)."""
+        for tasks in self._tasks.values():
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    return task.exception()
+        return None
+
+
+async def run_forever(
+    store: Store, settings: Settings, *, only: str | None = None, holder: str | None = None,
+    lease_seconds: float | None = None,
+) -> None:
+    """Run the connectors this daemon can lease, each in its own loop, and the outbox, until
+    cancelled; every `lease_seconds / 3` renew the leases and take over connectors whose
+    daemon is gone."""
+    seconds = lease_seconds or settings.store.lease_seconds
+    pool = ConnectorPool(store, settings, only=only, holder=holder or lease.me(),
+                         lease_seconds=seconds)
+
+    async def supervise() -> None:
+        while True:
+            await pool.balance()
+            failure = pool.failed()
+            if failure is not None:
+                raise failure
+            await asyncio.sleep(seconds / 3)
+
+    try:
+        await asyncio.gather(supervise(), deliver_forever(store, pool.running))
+    finally:
+        await pool.close()
 
 
 class LeaseLost(RuntimeError):
@@ -269,36 +370,18 @@ async def run_daemon(
     holder: str,
     lease_seconds: float,
 ) -> None:
-    """`desk sync`: `run_forever` while renewing the store's lease, until SIGTERM or SIGINT,
-    which finish what is in hand (a batch being stored completes in its thread) and return."""
-    from desk import lease
-
+    """`desk sync`: `run_forever` until SIGTERM or SIGINT, which finish what is in hand (a batch
+    being stored completes in its thread), give up the leases and return."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, main.cancel)
-
-    async def keep_lease() -> None:
-        while True:
-            await asyncio.sleep(lease_seconds / 3)
-            held = await asyncio.to_thread(
-                store.write, lambda s: lease.claim(s, lease.DAEMON, holder, lease_seconds))
-            if held is not None:
-                raise LeaseLost(f"{held.holder} took over this store's desk sync lease: "
-                                "this daemon stopped")
-
-    work = asyncio.gather(run_forever(store, settings, only=only), keep_lease())
     try:
-        await work
+        await run_forever(store, settings, only=only, holder=holder,
+                          lease_seconds=lease_seconds)
     except asyncio.CancelledError:
-        work.cancel()
-        await asyncio.gather(work, return_exceptions=True)
         log.info("stopped")
-    except LeaseLost:
-        work.cancel()
-        await asyncio.gather(work, return_exceptions=True)
-        raise
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

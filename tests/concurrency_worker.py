@@ -22,7 +22,7 @@ from desk.store import Store
 
 
 def main(role: str, db: str, seconds: float, out: str) -> None:
-    store = Store(f"sqlite:///{db}")
+    store = Store(db if "://" in db else f"sqlite:///{db}")
     rng = random.Random(role)
     done: list[str] = []
     deadline = time.monotonic() + seconds

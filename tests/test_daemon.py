@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from peers import free_port
@@ -29,13 +30,13 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def desk(config: Path, db: Path, *args: str) -> subprocess.Popen[str]:
+def desk(config: Path, db: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([*DESK, "--config", str(config), "--db", str(db), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "DESK_TEST_PW": "x"})
 
 
-def wait_running(config: Path, db: Path, timeout: float = 10.0) -> dict:
+def wait_running(config: Path, db: str, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = desk(config, db, "status", "--json")
@@ -48,8 +49,8 @@ def wait_running(config: Path, db: Path, timeout: float = 10.0) -> dict:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_the_daemon_cleanly_within_five_seconds(config, tmp_path, signum) -> None:
-    db = tmp_path / "desk.db"
+def test_a_signal_stops_the_daemon_cleanly_within_five_seconds(config, store_url, signum) -> None:
+    db = store_url
     daemon = desk(config, db, "sync")
     try:
         status = wait_running(config, db)
@@ -67,8 +68,9 @@ def test_a_signal_stops_the_daemon_cleanly_within_five_seconds(config, tmp_path,
     assert json.loads(status.communicate(timeout=10)[0])["daemon"] is None
 
 
-def test_a_second_daemon_on_the_same_store_is_refused(config, tmp_path) -> None:
-    db = tmp_path / "desk.db"
+@pytest.mark.sqlite_only("one daemon per SQLite file; PostgreSQL stores share connectors")
+def test_a_second_daemon_on_the_same_store_is_refused(config, store_url) -> None:
+    db = store_url
     first = desk(config, db, "sync")
     try:
         wait_running(config, db)
@@ -83,8 +85,9 @@ def test_a_second_daemon_on_the_same_store_is_refused(config, tmp_path) -> None:
         first.wait(timeout=10)
 
 
-def test_a_killed_daemons_lease_runs_out_and_a_new_one_starts(config, tmp_path) -> None:
-    db = tmp_path / "desk.db"
+@pytest.mark.sqlite_only("one daemon per SQLite file; PostgreSQL stores share connectors")
+def test_a_killed_daemons_lease_runs_out_and_a_new_one_starts(config, store_url) -> None:
+    db = store_url
     first = desk(config, db, "sync")
     wait_running(config, db)
     first.kill()  # SIGKILL: no chance to let go
@@ -102,10 +105,10 @@ def test_a_killed_daemons_lease_runs_out_and_a_new_one_starts(config, tmp_path) 
         assert second.wait(timeout=10) == 0
 
 
-def test_json_log_lines_name_the_failure_and_never_the_secret(config, tmp_path) -> None:
-    db = tmp_path / "desk.db"
+def test_json_log_lines_name_the_failure_and_never_the_secret(config, store_url) -> None:
+    db = store_url
     run = subprocess.run(
-        [*DESK, "--config", str(config), "--db", str(db), "sync", "--once", "--log-format",
+        [*DESK, "--config", str(config), "--db", db, "sync", "--once", "--log-format",
          "json"],
         capture_output=True, text=True, env={**os.environ, "DESK_TEST_PW": "s3cr3t-Pa55"},
         timeout=60)
@@ -117,7 +120,7 @@ def test_json_log_lines_name_the_failure_and_never_the_secret(config, tmp_path) 
 
 
 def test_killed_five_times_mid_sync_every_message_is_stored_exactly_once(
-    mailbox, tmp_path
+    mailbox, tmp_path, store_url
 ) -> None:
     import random
     import shutil
@@ -142,12 +145,12 @@ def test_killed_five_times_mid_sync_every_message_is_stored_exactly_once(
         f"imap_host = \"127.0.0.1\"\nimap_port = {mailbox.imap_port}\nimap_tls = \"none\"\n"
         f"username = \"{USER}\"\npassword = \"env:DESK_TEST_PW\"\nbatch_size = 20\n"
         f"smtp_host = \"127.0.0.1\"\nsmtp_tls = \"none\"\nfrom_address = \"{USER}\"\n")
-    db = tmp_path / "desk.db"
+    db = store_url
     env = {**os.environ, "DESK_TEST_PW": PASSWORD}
     moments = random.Random(2026)
     seen_after_kill = []
     for _ in range(5):
-        daemon = subprocess.Popen([*DESK, "--config", str(config), "--db", str(db), "sync"],
+        daemon = subprocess.Popen([*DESK, "--config", str(config), "--db", db, "sync"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         before = _count(db)
         deadline = time.monotonic() + 30
@@ -158,10 +161,10 @@ def test_killed_five_times_mid_sync_every_message_is_stored_exactly_once(
         daemon.wait()
         seen_after_kill.append(_count(db))
         time.sleep(1.2)  # its lease runs out
-    final = subprocess.run([*DESK, "--config", str(config), "--db", str(db), "sync",
+    final = subprocess.run([*DESK, "--config", str(config), "--db", db, "sync",
                             "--once"], capture_output=True, text=True, env=env, timeout=120)
     assert final.returncode == 0, final.stderr
-    store = Store(f"sqlite:///{db}")
+    store = Store(db)
     with store.session() as session:
         stored = session.execute(select(func.count()).select_from(Message)).scalar_one()
         distinct = session.execute(
@@ -173,30 +176,37 @@ def test_killed_five_times_mid_sync_every_message_is_stored_exactly_once(
     assert seen_after_kill == sorted(set(seen_after_kill))  # each run got further
 
 
-def _count(db: Path) -> int:
-    import sqlite3
+_engines: dict[str, Any] = {}
 
-    if not db.exists():
+
+def _count(db: str) -> int:
+    """Messages stored so far, read beside the daemon (0 before it made the schema)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import DBAPIError
+
+    if db not in _engines:
+        _engines[db] = create_engine(db)
+    try:
+        with _engines[db].connect() as conn:
+            return conn.exec_driver_sql("SELECT count(*) FROM message").scalar_one()
+    except DBAPIError:  # killed before the schema existed
         return 0
-    with sqlite3.connect(db) as conn:
-        try:
-            return conn.execute("SELECT count(*) FROM message").fetchone()[0]
-        except sqlite3.OperationalError:  # killed before the schema existed
-            return 0
 
 
-def test_four_processes_writing_at_once_never_hit_a_lock_and_lose_nothing(tmp_path) -> None:
+def test_four_processes_writing_at_once_never_hit_a_lock_and_lose_nothing(
+    tmp_path, store_url
+) -> None:
     from sqlalchemy import func, select
 
     from desk.models import Event, Message
     from desk.store import Store
 
-    db = tmp_path / "desk.db"
-    Store(f"sqlite:///{db}").close()  # the schema, before the writers race
+    db = store_url
+    Store(db).close()  # the schema, before the writers race
     worker = Path(__file__).with_name("concurrency_worker.py")
     roles = ["ingest", "reply", "status", "tags"]
     processes = {
-        role: subprocess.Popen([sys.executable, str(worker), role, str(db), "20",
+        role: subprocess.Popen([sys.executable, str(worker), role, db, "20",
                                 str(tmp_path / f"{role}.json")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for role in roles
@@ -207,7 +217,7 @@ def test_four_processes_writing_at_once_never_hit_a_lock_and_lose_nothing(tmp_pa
         assert "database is locked" not in err
     done = {role: json.loads((tmp_path / f"{role}.json").read_text()) for role in roles}
     assert all(done[role] for role in roles), {role: len(done[role]) for role in roles}
-    store = Store(f"sqlite:///{db}")
+    store = Store(db)
     with store.session() as session:
         provider_ids = set(session.execute(
             select(Message.provider_id).where(Message.direction == "in")).scalars())
@@ -224,7 +234,7 @@ def test_four_processes_writing_at_once_never_hit_a_lock_and_lose_nothing(tmp_pa
     assert tag_events == len(done["tags"])
 
 
-def test_a_daemon_killed_during_a_send_never_sends_it_twice(mailbox, tmp_path) -> None:
+def test_a_daemon_killed_during_a_send_never_sends_it_twice(mailbox, tmp_path, store_url) -> None:
     import threading
 
     from aiosmtpd.controller import Controller
@@ -257,12 +267,12 @@ def test_a_daemon_killed_during_a_send_never_sends_it_twice(mailbox, tmp_path) -
         f"imap_host = \"127.0.0.1\"\nimap_port = {mailbox.imap_port}\nimap_tls = \"none\"\n"
         f"username = \"{USER}\"\npassword = \"env:DESK_TEST_PW\"\nsmtp_host = \"127.0.0.1\"\n"
         f"smtp_port = {port}\nsmtp_tls = \"none\"\nfrom_address = \"{USER}\"\n")
-    db = tmp_path / "desk.db"
+    db = store_url
     env = {**os.environ, "DESK_TEST_PW": PASSWORD}
-    command = [*DESK, "--config", str(config), "--db", str(db), "sync"]
+    command = [*DESK, "--config", str(config), "--db", db, "sync"]
     try:
         subprocess.run([*command, "--once"], env=env, timeout=60, capture_output=True)
-        store = Store(f"sqlite:///{db}")
+        store = Store(db)
         with store.transaction() as session:
             ticket_id = session.execute(select(Ticket.id)).scalar_one()
             reply_id = outbox.queue_reply(session, ticket_id, "only once", agent="alice").id

@@ -384,8 +384,8 @@ def test_a_reply_left_sending_by_a_crash_is_settled_never_resent_blindly(
         first = outbox.outbound_of(session.get(Message, went.id))
     mailbox.append(connector.compose(first).as_bytes(), folder="Sent")
     with store.transaction() as session:
-        outbox.record_sending(session, went.id)
-        outbox.record_sending(session, lost.id)
+        outbox.claim_for_sending(session, went.id)
+        outbox.claim_for_sending(session, lost.id)
     asyncio.run(outbox.reconcile_sending(store, {"mail": connector}))
     with store.session() as session:
         settled = session.get(Message, went.id)

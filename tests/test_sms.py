@@ -270,8 +270,8 @@ async def test_a_reply_left_sending_by_a_crash_is_looked_up_at_twilio(store, twi
     with store.transaction() as session:
         ticket_id = session.execute(select(Ticket.id)).scalar_one()
         never_created = outbox.queue_reply(session, ticket_id, "second", agent="alice").id
-        outbox.record_sending(session, created_before_crash)
-        outbox.record_sending(session, never_created)
+        outbox.claim_for_sending(session, created_before_crash)
+        outbox.claim_for_sending(session, never_created)
     # Twilio created the first one; the daemon died before hearing back.
     from fake_twilio import _record
 

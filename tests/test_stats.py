@@ -297,7 +297,7 @@ def test_the_command_prints_a_table_and_json(
     config = tmp_path / "config.toml"
     config.write_text('[sla]\nfirst_response = { normal = "2h", high = "1h", urgent = "1h" }\n'
                       'resolution = { normal = "1d", high = "1d", urgent = "1d" }\n')
-    db = story_store.url.split("///", 1)[1]
+    db = story_store.url
     window = ("--since", "2026-03-02T09:00+00:00", "--until", "2026-03-12T09:00+00:00")
     code, out, _ = _run(capsys, "--config", str(config), "--db", db, "stats", *window, "--json")
     assert code == 0

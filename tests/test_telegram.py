@@ -271,7 +271,7 @@ async def test_a_reply_left_sending_by_a_crash_becomes_unknown(store, bot_api) -
     with store.transaction() as session:
         ticket_id = session.execute(select(Ticket.id)).scalar_one()
         queued = outbox.queue_reply(session, ticket_id, "Hi", agent="alice")
-        outbox.record_sending(session, queued.id)
+        outbox.claim_for_sending(session, queued.id)
     await outbox.reconcile_sending(store, {"chat": connector(api_base)})
     with store.session() as session:
         left = session.get(Message, queued.id)

@@ -111,7 +111,7 @@ def build(store: Store) -> dict[str, int]:
             tickets.assign(session, ticket_id, "alice", actor="alice")
             sms = outbox.queue_reply(session, ticket_id, "Could you send us a short video?",
                                      agent="alice", channel="sms")
-            outbox.record_sending(session, sms.id)  # type: ignore[arg-type]
+            outbox.claim_for_sending(session, sms.id)  # type: ignore[arg-type]
             outbox.record_failure(session, sms.id,  # type: ignore[arg-type]
                                   "21610: Attempt to send to unsubscribed recipient",
                                   permanent=True)
@@ -127,7 +127,7 @@ def build(store: Store) -> dict[str, int]:
             reply = outbox.queue_reply(session, ticket_id,
                                        "Thanks Marta! The burrs need cleaning; steps follow.",
                                        agent="alice", channel="email")
-            outbox.record_sending(session, reply.id)  # type: ignore[arg-type]
+            outbox.claim_for_sending(session, reply.id)  # type: ignore[arg-type]
             outbox.record_sent(session, reply.id,  # type: ignore[arg-type]
                                Receipt(provider_id="<r1@desk>", status="sent",
                                        sent_at=T0 + timedelta(hours=5)))

@@ -124,6 +124,9 @@ class DeskApp(App[None]):
                                     partial(screen.show_queue, queue))
 
 
-def run_app(url: str, settings: Settings) -> int:
-    DeskApp(Store(url), settings).run()
+def run_app(store: Store, settings: Settings) -> int:
+    try:
+        DeskApp(store, settings).run()
+    finally:
+        store.close()
     return 0
