@@ -461,6 +461,44 @@ def cmd_reply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from desk.store_copy import CopyError, copy_store
+
+    settings = _settings(args)
+    source_url = _store_url(args.source) if args.source else _db_url(args, settings)
+    target_url = _store_url(args.to) if args.to else _db_url(args, settings)
+    if not args.source and not args.to:
+        raise CommandError("say where to copy the store: --to URL (or --from URL)")
+    if source_url == target_url:
+        raise CommandError(f"the source and the target are the same store: {source_url}")
+    source, target = open_store(source_url, settings), open_store(target_url, settings)
+    on_terminal = sys.stderr.isatty()
+
+    def show(table: str, rows: int) -> None:
+        if on_terminal:
+            print(f"\r  {table}: {rows:,} rows", end="", file=sys.stderr, flush=True)
+
+    _out(f"copying {source.url} to {target.url}")
+    try:
+        copies = copy_store(source, target, progress=show)
+    except CopyError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        if on_terminal:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+        source.close()
+        target.close()
+    width = max(len(c.table) for c in copies)
+    for copy in copies:
+        verdict = "identical" if copy.identical else "DIFFERS"
+        _out(f"  {copy.table:<{width}}  {copy.rows:>10,} rows  sha256 "
+             f"{copy.source_checksum[:16]}  {verdict}")
+    if not all(copy.identical for copy in copies):
+        raise CommandError("the copy differs from the source: run desk migrate again")
+    _out("the copy is identical to the source")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
@@ -647,6 +685,12 @@ def build_parser() -> argparse.ArgumentParser:
     reply.add_argument("--to", help="which address or number, when the customer has several")
     reply.add_argument("--retry", type=int, metavar="MESSAGE", help="requeue a failed reply")
 
+    mig = add("migrate", cmd_migrate,
+              "copy the whole store to another database (SQLite <-> PostgreSQL)")
+    mig.add_argument("--to", metavar="URL|PATH",
+                     help="the database to copy into (default: the configured store)")
+    mig.add_argument("--from", dest="source", metavar="URL|PATH",
+                     help="the database to copy from (default: the configured store)")
     status = add("status", cmd_status, "what the store holds and how each connector is doing")
     status.add_argument("--json", action="store_true")
 
