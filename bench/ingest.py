@@ -52,10 +52,27 @@ def median_ms(work: Callable[[], object], repeat: int = 30) -> float:
     return statistics.median(times)
 
 
-def bench_import(messages: int, workdir: Path) -> Path:
+def fresh_database(server: str | None, workdir: Path, name: str) -> str:
+    """A new, empty store URL: a SQLite file in `workdir`, or a database `name` (dropped first
+    if it exists) on the PostgreSQL server `server`."""
+    if server is None:
+        return f"sqlite:///{workdir / name}.db"
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "desk_bench_{name}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "desk_bench_{name}"')
+    admin.dispose()
+    return make_url(server).set(database=f"desk_bench_{name}").render_as_string(
+        hide_password=False)
+
+
+def bench_import(messages: int, workdir: Path, server: str | None) -> str:
     corpus = generate(messages, customers=max(100, messages // 10))
     maildir = write_maildir(workdir / "Maildir", corpus)
-    db = workdir / "import.db"
+    db = fresh_database(server, workdir, "import")
     began = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "desk.cli", "--db", str(db), "import", "maildir", str(maildir),
@@ -69,14 +86,14 @@ def bench_import(messages: int, workdir: Path) -> Path:
     return db
 
 
-def bench_parsed(messages: int, workdir: Path) -> None:
+def bench_parsed(messages: int, workdir: Path, server: str | None) -> None:
     rng = random.Random(3)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     parsed = [
         _message(n, 1 + rng.randrange(max(100, messages // 10)), start + timedelta(seconds=n), rng)
         for n in range(messages)
     ]
-    store = Store(f"sqlite:///{workdir / 'parsed.db'}")
+    store = Store(fresh_database(server, workdir, "parsed"))
     options = IngestOptions(region="FR")
     began = time.perf_counter()
     for offset in range(0, messages, 1000):
@@ -86,8 +103,8 @@ def bench_parsed(messages: int, workdir: Path) -> None:
     store.close()
 
 
-def bench_queries(db: Path, label: str, rare: str) -> None:
-    store = Store(f"sqlite:///{db}")
+def bench_queries(db: str, label: str, rare: str) -> None:
+    store = Store(db if "://" in db else f"sqlite:///{db}")
     with store.session() as session:
         figure(f"[{label}] newest 50 open tickets", median_ms(
             lambda: ticket_page(session, queue="open", limit=50)), "ms")
@@ -113,16 +130,25 @@ def main() -> None:
     parser.add_argument("--big", type=Path, default=ROOT / "bench-1m.db",
                         help="the 1,000,000-message store from bench/make_store.py")
     parser.add_argument("--build-big", action="store_true", help="build --big first if missing")
+    parser.add_argument("--store-url", metavar="URL",
+                        help="a PostgreSQL server (postgresql+psycopg://user@host/postgres) "
+                             "on which to create the stores measured, instead of SQLite files")
+    parser.add_argument("--big-url", metavar="URL",
+                        help="the 1M store as a database URL (e.g. copied by desk migrate)")
     args = parser.parse_args()
+    print(f"backend: {'PostgreSQL' if args.store_url else 'SQLite'}")
     with tempfile.TemporaryDirectory(prefix="desk-bench-") as tmp:
         workdir = Path(tmp)
-        db = bench_import(args.messages, workdir)
-        bench_parsed(args.messages, workdir)
+        db = bench_import(args.messages, workdir, args.store_url)
+        bench_parsed(args.messages, workdir, args.store_url)
         bench_queries(db, f"{args.messages // 1000}k import", "quasar")
+    if args.big_url:
+        bench_queries(args.big_url, "1M store", "quasar")
+        return
     if not args.big.exists() and args.build_big:
         build(args.big, 1_000_000, 100_000)
     if args.big.exists():
-        bench_queries(args.big, "1M store", "quasar")
+        bench_queries(str(args.big), "1M store", "quasar")
     else:
         print(f"(no {args.big}: run bench/make_store.py or pass --build-big for the 1M figures)")
     figure("peak RSS of this process", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -26,7 +26,6 @@ import os
 import pty
 import select
 import signal
-import sqlite3
 import statistics
 import struct
 import subprocess
@@ -105,7 +104,7 @@ def child(db: str, fd: int, long_ticket: int) -> None:
             self.push_screen(search)
             self.waiting_for = ("results", lambda: search.results_for == word)
 
-    BenchApp(Store(f"sqlite:///{db}"), load_config(None)).run()
+    BenchApp(Store(db if "://" in db else f"sqlite:///{db}"), load_config(None)).run()
 
 
 # ---- the terminal, in this process -------------------------------------------------------------
@@ -200,11 +199,15 @@ def ms(values: list[float]) -> str:
 
 
 def run(db: str) -> None:
-    with sqlite3.connect(db) as conn:
-        messages = conn.execute("SELECT max(id) FROM message").fetchone()[0] or 0
-        tickets = conn.execute("SELECT count(*) FROM ticket").fetchone()[0]
-        long_ticket, long_size = conn.execute(
-            "SELECT id, message_count FROM ticket ORDER BY message_count DESC LIMIT 1").fetchone()
+    from sqlalchemy import create_engine
+
+    engine = create_engine(db if "://" in db else f"sqlite:///{db}")
+    with engine.connect() as conn:
+        messages = conn.exec_driver_sql("SELECT max(id) FROM message").scalar() or 0
+        tickets = conn.exec_driver_sql("SELECT count(*) FROM ticket").scalar()
+        long_ticket, long_size = conn.exec_driver_sql(
+            "SELECT id, message_count FROM ticket ORDER BY message_count DESC LIMIT 1").one()
+    engine.dispose()
     starts = []
     for _ in range(3):
         terminal = Terminal(db, long_ticket)
@@ -257,7 +260,8 @@ def main() -> None:
         child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stores", nargs="+", help="SQLite store files from make_store.py")
+    parser.add_argument("stores", nargs="+", help="stores from make_store.py: SQLite files, or "
+                        "database URLs (a PostgreSQL copy made with desk migrate)")
     for db in parser.parse_args().stores:
         run(db)
 

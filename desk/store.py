@@ -225,7 +225,8 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One write transaction, committed on success and rolled back on any error."""
+        """One write transaction, committed on success and rolled back on any error. On
+        PostgreSQL a write that races another on the same row raises; `write` runs it again."""
         with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
             yield session
 

@@ -37,11 +37,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "without it, a throwaway cluster is started where PostgreSQL is installed")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "sqlite_only(reason): meaningless on PostgreSQL")
-    config.addinivalue_line("markers", "postgresql: needs a PostgreSQL server")
-
-
 def pytest_report_header(config: pytest.Config) -> str:
     return f"desk store backend: {config.getoption('--backend')}"
 

@@ -379,3 +379,32 @@ def test_named_config_that_does_not_exist_is_an_error(
         find_config_path(tmp_path / "typo.toml", env={})
     with pytest.raises(ConfigError, match=r"named by \$DESK_CONFIG"):
         find_config_path(env={"DESK_CONFIG": str(tmp_path / "typo.toml")})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('url = "postgresql+psycopg://desk:hunter2@db/desk"',
+         'url must not contain a password: set [store] password = "env:NAME"'),
+        ('url = "postgresql://desk@db/desk"',
+         'url must use the psycopg driver: "postgresql+psycopg://…"'),
+        ('search_config = "english; drop table message"',
+         "search_config must name a PostgreSQL text search configuration"),
+        ('password = "hunter2"', "password must be a reference"),
+    ],
+)
+def test_bad_store_keys_are_named(tmp_path: Path, value: str, expected: str) -> None:
+    path = write(tmp_path, f"[store]\n{value}\n")
+    (error,) = errors_of(path)
+    assert error.startswith(f"{path}:2: [store]: {expected}"), error
+    assert "hunter2" not in error
+
+
+def test_the_store_password_is_a_reference_checked_like_the_others(tmp_path: Path) -> None:
+    path = write(tmp_path, '[store]\nurl = "postgresql+psycopg://desk@db/desk"\n'
+                           'password = "env:DESK_DB_PASSWORD"\n')
+    (error,) = errors_of(path, check_secrets=True)
+    assert error.startswith(f"{path}:3: [store]: password (env:DESK_DB_PASSWORD): ")
+    settings = load_config(path, env={"DESK_DB_PASSWORD": "s3cret"}, check_secrets=True)
+    assert settings.store.password.reveal({"DESK_DB_PASSWORD": "s3cret"}) == "s3cret"
+    assert "s3cret" not in repr(settings.store)

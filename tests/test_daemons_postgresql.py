@@ -223,17 +223,20 @@ def _now() -> Any:
 
 def _reply_to_each_channel(store: Store, n: int) -> list[tuple[int, str]]:
     """Queue a reply on the newest ticket of each channel; returns (id, text) of each."""
+    return store.write(lambda session: _queue_replies(session, n))  # again if it lost a race
+
+
+def _queue_replies(session: Any, n: int) -> list[tuple[int, str]]:
     queued = []
-    with store.transaction() as session:
-        for channel in ("email", "sms", "telegram"):
-            ticket_id = session.execute(
-                select(Ticket.id).where(Ticket.last_channel == channel)
-                .order_by(Ticket.id.desc()).limit(1)).scalar()
-            if ticket_id is None:
-                continue
-            text = f"reply {n} on {channel}"
-            message = outbox.queue_reply(
-                session, ticket_id, text, agent="alice", channel=channel,
-                connectors_by_channel={"email": "mail", "sms": "sms", "telegram": "chat"})
-            queued.append((message.id, text))
+    for channel in ("email", "sms", "telegram"):
+        ticket_id = session.execute(
+            select(Ticket.id).where(Ticket.last_channel == channel)
+            .order_by(Ticket.id.desc()).limit(1)).scalar()
+        if ticket_id is None:
+            continue
+        text = f"reply {n} on {channel}"
+        message = outbox.queue_reply(
+            session, ticket_id, text, agent="alice", channel=channel,
+            connectors_by_channel={"email": "mail", "sms": "sms", "telegram": "chat"})
+        queued.append((message.id, text))
     return queued

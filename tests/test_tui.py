@@ -634,6 +634,35 @@ async def test_new_messages_appear_and_my_tickets_notify(app, ids, store) -> Non
                                             for n in app._notifications))
 
 
+@pytest.mark.postgresql
+async def test_on_postgresql_another_machines_write_arrives_without_polling(
+    pg_database, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TEXTUAL_ANIMATIONS", "none")
+    url = pg_database()
+    store = Store(url)
+    ids = tui_store.build(store)
+    app = DeskApp(store, tui_store.settings(tmp_path))
+    polls: list[float] = []
+    original = app.poll_store
+    monkeypatch.setattr(app, "poll_store", lambda: (polls.append(time.monotonic()),
+                                                    original()))
+    with use_clock(lambda: tui_store.NOW):
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            screen = await open_marta(app, pilot, ids)
+            await pilot.pause(2.5)
+            assert len(polls) <= 2  # no timer: the store is read when told, not every second
+            daemon = Store(url)  # as a daemon on another machine would
+            ingest(daemon, [InboundMessage(
+                connector="chat", channel="telegram", provider_id="tg-live", sender="777001",
+                sender_name="Marta", text="Anyone on PostgreSQL?", sent_at=tui_store.NOW)])
+            daemon.close()
+            await until(app, pilot,
+                        lambda: "Anyone on PostgreSQL?" in screen.query_one(TimelineView).text())
+            assert any("Anyone on PostgreSQL?" in n.message for n in app._notifications)
+    store.close()
+
+
 async def test_a_hostile_customer_in_a_notification_stays_literal(app, ids, store) -> None:
     from textual.widgets._toast import Toast
 

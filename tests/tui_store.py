@@ -147,6 +147,9 @@ async def settle(pilot) -> None:
 
     for _ in range(4):
         # An exclusive worker replaced meanwhile (a newer load) is cancelled: that is fine.
+        # The PostgreSQL listener runs as long as the app does.
+        running = [w for w in pilot.app.workers if w.group != "listen"]
         with contextlib.suppress(WorkerCancelled):
-            await pilot.app.workers.wait_for_complete()
+            if running:  # (an empty list means every worker to wait_for_complete)
+                await pilot.app.workers.wait_for_complete(running)
         await pilot.pause()

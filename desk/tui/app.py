@@ -12,6 +12,7 @@ from textual.app import App, SystemCommand
 from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
+from textual.worker import get_current_worker
 
 from desk import views
 from desk.config import Settings
@@ -58,10 +59,22 @@ class DeskApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
-        # PRAGMA data_version changes only when another connection commits: a cheap way to
-        # see the daemon's (or another agent's) writes without re-reading anything.
-        self.set_interval(LIVE_POLL_SECONDS, self.poll_store)
+        if self.store.changes.pushes:
+            # PostgreSQL announces every commit (LISTEN/NOTIFY): wait for them, on any machine.
+            self.listen_store()
+        else:
+            # SQLite's data_version changes only when another connection commits: a cheap way
+            # to see the daemon's (or another agent's) writes without re-reading anything.
+            self.set_interval(LIVE_POLL_SECONDS, self.poll_store)
         self.poll_store()
+
+    @work(thread=True, exclusive=True, group="listen", exit_on_error=False)
+    def listen_store(self) -> None:
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            # Short waits, so the worker notices the app closing.
+            if self.store.changes.wait(1.0) and not worker.is_cancelled:
+                self.call_from_thread(self.poll_store)
 
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def poll_store(self) -> None:
