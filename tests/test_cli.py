@@ -17,7 +17,8 @@ from desk.models import Customer, Message, Ticket
 from desk.store import Store
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.toml.example"
-EXAMPLE_ENV = {"DESK_MAIL_PASSWORD": "x", "TWILIO_AUTH_TOKEN": "x", "TELEGRAM_BOT_TOKEN": "x"}
+EXAMPLE_ENV = {"DESK_MAIL_PASSWORD": "x", "TWILIO_AUTH_TOKEN": "x", "TELEGRAM_BOT_TOKEN": "x",
+               "DESK_DB_PASSWORD": "x"}
 
 CONFIG = """
 [desk]

@@ -19,7 +19,8 @@ from desk.config import (
 )
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.toml.example"
-EXAMPLE_ENV = {"DESK_MAIL_PASSWORD": "x", "TWILIO_AUTH_TOKEN": "x", "TELEGRAM_BOT_TOKEN": "x"}
+EXAMPLE_ENV = {"DESK_MAIL_PASSWORD": "x", "TWILIO_AUTH_TOKEN": "x", "TELEGRAM_BOT_TOKEN": "x",
+               "DESK_DB_PASSWORD": "x"}
 
 EMAIL = """
 [[connector]]
