@@ -86,7 +86,7 @@ def copy_store(source: Store, target: Store, *, progress: Progress | None = None
     for table in _tables():
         _copy_table(source, target, table, progress, batch)
     with target.engine.begin() as conn:
-        dialects.reset_sequences(conn, _tables())
+        dialects.after_bulk_load(conn, _tables())
     return [TableCopy(t.name, *_checksums(source, target, t)) for t in _tables()]
 
 
