@@ -35,7 +35,7 @@ from bench.make_store import _message, build  # noqa: E402
 from desk.ingest import IngestOptions, ingest  # noqa: E402
 from desk.models import Ticket  # noqa: E402
 from desk.search import search  # noqa: E402
-from desk.store import Store, ticket_messages, ticket_page  # noqa: E402
+from desk.store import Store, ticket_messages, ticket_page, url_of  # noqa: E402
 
 
 def figure(label: str, value: float, unit: str) -> None:
@@ -104,7 +104,7 @@ def bench_parsed(messages: int, workdir: Path, server: str | None) -> None:
 
 
 def bench_queries(db: str, label: str, rare: str) -> None:
-    store = Store(db if "://" in db else f"sqlite:///{db}")
+    store = Store(url_of(db))
     with store.session() as session:
         figure(f"[{label}] newest 50 open tickets", median_ms(
             lambda: ticket_page(session, queue="open", limit=50)), "ms")

@@ -51,7 +51,7 @@ KEYS = {"pagedown": b"\x1b[6~", "G": b"G", "g": b"g", "open_long": b"\x1b[24~",
 
 def child(db: str, fd: int, long_ticket: int) -> None:
     from desk.config import load_config
-    from desk.store import Store
+    from desk.store import Store, url_of
     from desk.tui.app import DeskApp
     from desk.tui.screens.main import MainScreen
     from desk.tui.widgets.ticket_list import TicketList
@@ -104,7 +104,7 @@ def child(db: str, fd: int, long_ticket: int) -> None:
             self.push_screen(search)
             self.waiting_for = ("results", lambda: search.results_for == word)
 
-    BenchApp(Store(db if "://" in db else f"sqlite:///{db}"), load_config(None)).run()
+    BenchApp(Store(url_of(db)), load_config(None)).run()
 
 
 # ---- the terminal, in this process -------------------------------------------------------------
@@ -201,7 +201,9 @@ def ms(values: list[float]) -> str:
 def run(db: str) -> None:
     from sqlalchemy import create_engine
 
-    engine = create_engine(db if "://" in db else f"sqlite:///{db}")
+    from desk.store import url_of
+
+    engine = create_engine(url_of(db))
     with engine.connect() as conn:
         messages = conn.exec_driver_sql("SELECT max(id) FROM message").scalar() or 0
         tickets = conn.exec_driver_sql("SELECT count(*) FROM ticket").scalar()

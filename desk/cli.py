@@ -37,7 +37,9 @@ def _settings(args: argparse.Namespace, *, check_secrets: bool = False) -> Setti
 
 def _store_url(db: str) -> str:
     """A --db value as a URL: a database URL as given, a file path as SQLite."""
-    return db if "://" in db else f"sqlite:///{Path(db).expanduser().resolve()}"
+    from desk.store import url_of
+
+    return url_of(db)
 
 
 def _db_url(args: argparse.Namespace, settings: Settings) -> str:
@@ -464,11 +466,11 @@ def cmd_reply(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from desk.store_copy import CopyError, copy_store
 
+    if not args.source and not args.to:
+        raise CommandError("say where to copy the store: --to URL (or --from URL)")
     settings = _settings(args)
     source_url = _store_url(args.source) if args.source else _db_url(args, settings)
     target_url = _store_url(args.to) if args.to else _db_url(args, settings)
-    if not args.source and not args.to:
-        raise CommandError("say where to copy the store: --to URL (or --from URL)")
     if source_url == target_url:
         raise CommandError(f"the source and the target are the same store: {source_url}")
     source, target = open_store(source_url, settings), open_store(target_url, settings)

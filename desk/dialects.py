@@ -317,16 +317,21 @@ class Changes:
 # ---- copying and dates -----------------------------------------------------------------------
 
 
-def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert `rows`, replacing any row with the same primary key."""
-    if not rows:
-        return
+def _insert(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
     if is_sqlite(conn):
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    return insert(table)
+
+
+def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows`, replacing any row with the same primary key."""
+    if not rows:
+        return
     keys = [c.name for c in table.primary_key.columns]
-    statement = insert(table)
+    statement = _insert(conn, table)
     others = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
     statement = (statement.on_conflict_do_update(index_elements=keys, set_=others) if others
                  else statement.on_conflict_do_nothing(index_elements=keys))
@@ -335,12 +340,8 @@ def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
 
 def insert_new(conn: Connection, table: Table, row: dict[str, Any]) -> bool:
     """Insert `row` unless its primary key is taken; True if it was inserted."""
-    if is_sqlite(conn):
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
     keys = list(table.primary_key.columns)
-    inserted = conn.execute(insert(table).on_conflict_do_nothing(index_elements=keys)
+    inserted = conn.execute(_insert(conn, table).on_conflict_do_nothing(index_elements=keys)
                             .values(row).returning(keys[0]))
     return inserted.first() is not None
 

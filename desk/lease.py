@@ -81,13 +81,6 @@ def release_all(session: Session, holder: str) -> None:
     session.execute(delete(Lease).where(Lease.holder == holder))
 
 
-def holder_of(session: Session, name: str) -> Held | None:
-    lease = session.get(Lease, name)
-    if lease is None or lease.expires_at <= utcnow():
-        return None
-    return Held(lease.holder, lease.acquired_at, lease.expires_at)
-
-
 def live(session: Session, prefix: str) -> dict[str, Held]:
     """Unexpired leases whose role starts with `prefix`, by the rest of their name."""
     rows = session.execute(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -45,6 +46,11 @@ class StoreError(Exception):
 
 make_engine = dialects.make_engine
 is_sqlite = dialects.is_sqlite
+
+
+def url_of(db: str) -> str:
+    """A store given as a database URL or a file path, as a URL (a path is a SQLite file)."""
+    return db if "://" in db else f"sqlite:///{Path(db).expanduser().resolve()}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,9 +185,8 @@ def migrate(engine: Engine, search_config: str | None = None) -> int:
                 select(Meta.value).where(Meta.key == "search_config")).scalar()
             if indexed != search_config:
                 dialects.change_search_config(conn, search_config)
-                conn.execute(models.Meta.__table__.delete().where(Meta.key == "search_config"))
-                conn.execute(models.Meta.__table__.insert(),
-                             {"key": "search_config", "value": search_config})
+                dialects.upsert(conn, models.Meta.__table__,  # type: ignore[attr-defined]
+                                [{"key": "search_config", "value": search_config}])
     if found > SCHEMA_VERSION:
         raise StoreError(
             f"the store has schema version {found}, newer than this desk ({SCHEMA_VERSION}):"
@@ -211,11 +216,9 @@ class Store:
         self.engine = make_engine(url, password)
         self._write_engine = dialects.write_engine(self.engine)
         self.changes = dialects.Changes(self.engine)
+        # Not at REPEATABLE READ: a migration that waited on another process's schema lock
+        # must then see the schema that process committed.
         migrate(self.engine.execution_options(desk_write=True), search_config)
-        with self.engine.connect() as conn:
-            self.search_config = conn.execute(
-                select(Meta.value).where(Meta.key == "search_config")
-            ).scalar() or dialects.SEARCH_CONFIG
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table, bindparam, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
@@ -67,7 +67,8 @@ def store_id(store: Store) -> str:
 
 
 def _holds_data(conn: Connection) -> bool:
-    return any(conn.execute(select(func.count()).select_from(t)).scalar_one() for t in _tables())
+    return any(conn.execute(select(literal(1)).select_from(t).limit(1)).first() is not None
+               for t in _tables())
 
 
 def copy_store(source: Store, target: Store, *, progress: Progress | None = None,

@@ -18,11 +18,11 @@ from connectors.base import InboundMessage
 from desk import outbox, tickets
 from desk.ingest import ingest
 from desk.models import Ticket
-from desk.store import Store
+from desk.store import Store, url_of
 
 
 def main(role: str, db: str, seconds: float, out: str) -> None:
-    store = Store(db if "://" in db else f"sqlite:///{db}")
+    store = Store(url_of(db))
     rng = random.Random(role)
     done: list[str] = []
     deadline = time.monotonic() + seconds

@@ -13,21 +13,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import free_port
+from peers import USER, free_port
 
 DESK = [sys.executable, "-c", "import sys; from desk.cli import main; sys.exit(main())"]
 
 
+def write_config(path: Path, *, lease: float, imap_port: int, more: str = "") -> Path:
+    """A config with one email connector on loopback (password in $DESK_TEST_PW)."""
+    user = USER
+    path.write_text(
+        f"[store]\nlease_seconds = {lease}\n\n[[connector]]\nname = \"mail\"\ntype = \"email\"\n"
+        f"imap_host = \"127.0.0.1\"\nimap_port = {imap_port}\nimap_tls = \"none\"\n"
+        f"username = \"{user}\"\npassword = \"env:DESK_TEST_PW\"\n"
+        f"smtp_host = \"127.0.0.1\"\nsmtp_tls = \"none\"\nfrom_address = \"{user}\"\n{more}")
+    return path
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "config.toml"
     # An IMAP server that is not there: the daemon keeps retrying it with backoff.
-    path.write_text(
-        "[store]\nlease_seconds = 2\n\n[[connector]]\nname = \"mail\"\ntype = \"email\"\n"
-        f"imap_host = \"127.0.0.1\"\nimap_port = {free_port()}\nimap_tls = \"none\"\n"
-        "username = \"support@example.test\"\npassword = \"env:DESK_TEST_PW\"\n"
-        "smtp_host = \"127.0.0.1\"\nsmtp_tls = \"none\"\nfrom_address = \"support@example.test\"\n")
-    return path
+    return write_config(tmp_path / "config.toml", lease=2, imap_port=free_port())
 
 
 def desk(config: Path, db: str, *args: str) -> subprocess.Popen[str]:
@@ -125,7 +130,7 @@ def test_killed_five_times_mid_sync_every_message_is_stored_exactly_once(
     import random
     import shutil
 
-    from peers import PASSWORD, USER, mail
+    from peers import PASSWORD, mail
     from sqlalchemy import func, select
 
     from desk.models import Message
@@ -139,12 +144,8 @@ def test_killed_five_times_mid_sync_every_message_is_stored_exactly_once(
     if os.geteuid() == 0:
         for path in [inbox.parent, *inbox.parent.rglob("*")]:
             shutil.chown(path, "nobody", "nogroup")
-    config = tmp_path / "config.toml"
-    config.write_text(
-        "[store]\nlease_seconds = 1\n\n[[connector]]\nname = \"mail\"\ntype = \"email\"\n"
-        f"imap_host = \"127.0.0.1\"\nimap_port = {mailbox.imap_port}\nimap_tls = \"none\"\n"
-        f"username = \"{USER}\"\npassword = \"env:DESK_TEST_PW\"\nbatch_size = 20\n"
-        f"smtp_host = \"127.0.0.1\"\nsmtp_tls = \"none\"\nfrom_address = \"{USER}\"\n")
+    config = write_config(tmp_path / "config.toml", lease=1, imap_port=mailbox.imap_port,
+                          more="batch_size = 20\n")
     db = store_url
     env = {**os.environ, "DESK_TEST_PW": PASSWORD}
     moments = random.Random(2026)
@@ -238,7 +239,7 @@ def test_a_daemon_killed_during_a_send_never_sends_it_twice(mailbox, tmp_path, s
     import threading
 
     from aiosmtpd.controller import Controller
-    from peers import PASSWORD, USER, mail
+    from peers import PASSWORD, mail
     from sqlalchemy import select
 
     from desk import outbox
@@ -261,12 +262,8 @@ def test_a_daemon_killed_during_a_send_never_sends_it_twice(mailbox, tmp_path, s
     controller = Controller(SlowSink(), hostname="127.0.0.1", port=port)
     controller.start()
     mailbox.append(mail(1))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        "[store]\nlease_seconds = 1\n\n[[connector]]\nname = \"mail\"\ntype = \"email\"\n"
-        f"imap_host = \"127.0.0.1\"\nimap_port = {mailbox.imap_port}\nimap_tls = \"none\"\n"
-        f"username = \"{USER}\"\npassword = \"env:DESK_TEST_PW\"\nsmtp_host = \"127.0.0.1\"\n"
-        f"smtp_port = {port}\nsmtp_tls = \"none\"\nfrom_address = \"{USER}\"\n")
+    config = write_config(tmp_path / "config.toml", lease=1, imap_port=mailbox.imap_port,
+                          more=f"smtp_port = {port}\n")
     db = store_url
     env = {**os.environ, "DESK_TEST_PW": PASSWORD}
     command = [*DESK, "--config", str(config), "--db", db, "sync"]
