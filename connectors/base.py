@@ -32,6 +32,7 @@ FLAG_AUTO_REPLY = "auto_reply"  # out-of-office and similar machine answers
 FLAG_BOUNCE = "bounce"  # delivery status notifications, mailer-daemon
 FLAG_EDITED = "edited"  # a chat message the sender edited after sending
 FLAG_OWN = "own"  # sent from our own address (e.g. a copy in a shared mailbox)
+FLAG_TRUNCATED = "truncated"  # over max_message_bytes: stored in part (desk.message_size)
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientError
 
 from connectors.base import (
+    FLAG_TRUNCATED,
     Batch,
     DeliveryUnknown,
     InboundMessage,
@@ -61,6 +62,8 @@ class EmailConnector:
             for address in (email.utils.parseaddr(settings.from_address)[1], settings.username)
             if "@" in address
         )
+        # Set by desk ([store] max_message_bytes): a larger message is read only up to it.
+        self.max_message_bytes: int | None = None
         self._client: imapclient.IMAPClient | None = None
         self._idler: imapclient.IMAPClient | None = None
         self._idle_lock = threading.Lock()
@@ -114,19 +117,31 @@ class EmailConnector:
         uids = [uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid]
         return uidvalidity, sorted(uids)
 
-    def _fetch_raw(self, uids: list[int]) -> list[tuple[int, bytes, datetime | None]]:
+    def _fetch_raw(self, uids: list[int]) -> list[tuple[int, bytes, datetime | None, int]]:
+        """(uid, raw, internal date, size on the server) of each message still there. A
+        message over `max_message_bytes` is read only up to it (`BODY.PEEK[]<0.n>`)."""
         client = self._imap()
-        found = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+        limit = self.max_message_bytes
+        sizes: dict[int, int] = {}
+        if limit is not None:
+            sizes = {uid: int(data.get(b"RFC822.SIZE") or 0)
+                     for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()}
+        large = {uid for uid in uids if limit is not None and sizes.get(uid, 0) > limit}
+        whole = [uid for uid in uids if uid not in large]
+        found = dict(client.fetch(whole, ["BODY.PEEK[]", "INTERNALDATE"])) if whole else {}
+        for uid in sorted(large):
+            partial = client.fetch([uid], [f"BODY.PEEK[]<0.{limit}>", "INTERNALDATE"])
+            found.update(partial)
         result = []
         for uid in uids:
             data = found.get(uid)
             if data is None:  # expunged meanwhile
                 continue
-            raw = data.get(b"BODY[]") or b""
+            raw = data.get(b"BODY[]") or data.get(b"BODY[]<0>") or b""
             internal = data.get(b"INTERNALDATE")
             if isinstance(internal, datetime) and internal.tzinfo is None:
                 internal = internal.astimezone(UTC)  # imapclient gives local naive times
-            result.append((uid, raw, internal))
+            result.append((uid, raw, internal, sizes.get(uid, len(raw))))
         if self.settings.mark_seen and uids:
             client.add_flags(uids, [imapclient.SEEN])
         return result
@@ -154,18 +169,27 @@ class EmailConnector:
                 except NETWORK_ERRORS as error:
                     self._drop()
                     raise TransientError(f"IMAP {folder}: {_text(error)}") from None
-                messages = await asyncio.to_thread(self._parse, fetched)
+                messages = await asyncio.to_thread(self._parse, fetched, folder)
                 folders[folder] = {"uidvalidity": uidvalidity, "last_uid": chunk[-1]}
                 yield Batch(messages, copy.deepcopy(state))
 
     progress_total = 0  # messages the current folder's sync found (for progress bars)
 
-    def _parse(self, fetched: list[tuple[int, bytes, datetime | None]]) -> list[InboundMessage]:
-        return [
-            parse_email(raw, connector=self.name, own_addresses=self.own_addresses,
-                        received_at=internal)
-            for _uid, raw, internal in fetched
-        ]
+    def _parse(self, fetched: list[tuple[int, bytes, datetime | None, int]],
+               folder: str) -> list[InboundMessage]:
+        messages = []
+        for uid, raw, internal, size in fetched:
+            message = parse_email(raw, connector=self.name, own_addresses=self.own_addresses,
+                                  received_at=internal)
+            if size > len(raw):
+                message.flags.add(FLAG_TRUNCATED)
+                note = (f"[desk: this message is {size / 1024 / 1024:.1f} MB on the server, over"
+                        f" max_message_bytes; only its first {len(raw) / 1024 / 1024:.1f} MB"
+                        f" were read. The original stays in {folder} (UID {uid}),"
+                        f" Message-ID {message.provider_id}.]")
+                message.text = f"{message.text}\n\n{note}" if message.text else note
+            messages.append(message)
+        return messages
 
     # ---- push -----------------------------------------------------------------------------
 
@@ -293,6 +317,9 @@ class EmailConnector:
             with server:
                 if settings.smtp_tls == "starttls":
                     server.starttls(context=self.ssl_context)
+                # Without EHLO first, has_extn knows no extension: over SSL or plain SMTP the
+                # login would be skipped and the mail sent unauthenticated (or refused).
+                server.ehlo_or_helo_if_needed()
                 if settings.smtp_password is not None and server.has_extn("auth"):
                     server.login(settings.smtp_username, settings.smtp_password.reveal())
                 refused = server.send_message(mail, to_addrs=[to])

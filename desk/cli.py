@@ -8,11 +8,13 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from desk.redact import redact
 from desk.textsafe import printable
 
 if TYPE_CHECKING:
@@ -90,7 +92,7 @@ def _ago(moment: Any) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from desk.config import ConfigError, find_config_path, load_config
+    from desk.config import ConfigError, exposure_warnings, find_config_path, load_config
 
     try:
         path = find_config_path(args.file or args.config)
@@ -104,6 +106,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         _out(f"{len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''}", sys.stderr)
         return 1
     _out(f"{path}: ok")
+    for warning in exposure_warnings(path, settings):
+        _out(f"warning: {warning}", sys.stderr)
     for connector in settings.connectors:
         state = "enabled" if connector.enabled else "disabled"
         _out(f"  connector {connector.name}: {connector.type} ({state})")
@@ -257,11 +261,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from desk.export import export
+    from desk.private import open_private
 
     _, store = _open(args)
     with store.session() as session:
         if args.output and args.output != "-":
-            with open(args.output, "w", encoding="utf-8") as handle:
+            with open_private(Path(args.output)) as handle:
                 counts = export(session, handle)
             _out(", ".join(f"{n} {kind}s" for kind, n in counts.items()), sys.stderr)
         else:
@@ -363,7 +368,8 @@ def cmd_tickets(args: argparse.Namespace) -> int:
     from desk import tickets as ticket_actions
     from desk.export import message_record, ticket_record
     from desk.models import Customer, Ticket
-    from desk.store import customer_names, ticket_messages, ticket_page
+    from desk.store import customer_names, ticket_events, ticket_messages, ticket_page
+    from desk.views import describe_event
 
     settings, store = _open(args)
     agent = settings.desk.agent
@@ -392,10 +398,16 @@ def cmd_tickets(args: argparse.Namespace) -> int:
                 raise CommandError(f"no ticket #{args.id}")
             messages = ticket_messages(session, args.id, limit=args.limit)
             customer = session.get(Customer, ticket.customer_id)
+            events = ticket_events(session, ticket) if args.events else []
         if args.json:
             _json(ticket_record(ticket))
             for message in messages:
                 _json(message_record(message, []))
+            for event in events:
+                _json({"type": "event", "id": event.id,
+                       "created_at": event.created_at.isoformat(), "kind": event.kind,
+                       "actor": event.actor, "ticket_id": event.ticket_id,
+                       "customer_id": event.customer_id, "data": json.loads(event.data)})
             return 0
         _out(f"ticket #{ticket.id} [{ticket.status}] {printable(ticket.subject, single_line=True)}")
         _out(f"customer {ticket.customer_id}: "
@@ -412,6 +424,12 @@ def cmd_tickets(args: argparse.Namespace) -> int:
             if message.error:
                 _out(f"    error: {printable(message.error, single_line=True)}")
             _out(printable(message.text))
+        if events:
+            _out()
+            _out("--- audit trail")
+        for event in events:
+            _out(f"{event.created_at:%Y-%m-%d %H:%M:%S} {event.actor or 'system':<12} "
+                 f"{event.kind:<16} {printable(describe_event(event), single_line=True)}")
         return 0
     try:
         def act(session: Any) -> Any:
@@ -463,6 +481,30 @@ def cmd_reply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attachments(args: argparse.Namespace) -> int:
+    from desk import attachments
+
+    settings, store = _open(args)
+    with store.session() as session:
+        if args.action == "list":
+            for info in attachments.ticket_attachments(session, args.ticket):
+                kept = "" if info.stored else "  (content not stored: message over the limit)"
+                _out(f"{info.id:<8} message {info.message_id:<8} {info.size:>10,} B  "
+                     f"{printable(info.content_type, single_line=True):<24} "
+                     f"{printable(info.filename, single_line=True)}{kept}")
+            return 0
+        folder = Path(args.to) if args.to else (
+            settings.desk.attachments_dir or attachments.default_folder())
+        try:
+            path = attachments.save(session, args.id, folder)
+        except attachments.AttachmentError as exc:
+            raise CommandError(str(exc)) from None
+        except OSError as exc:
+            raise CommandError(f"cannot save into {folder}: {exc.strerror or exc}") from None
+    _out(f"saved {printable(str(path), single_line=True)}")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from desk.store_copy import CopyError, copy_store
 
@@ -505,6 +547,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from sqlalchemy import select
+    from sqlalchemy.exc import ProgrammingError
 
     from desk import lease
     from desk.models import SyncState
@@ -512,13 +555,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     from desk.timeutil import iso
 
     settings, store = _open(args)
-    with store.session() as session:
-        counts = summary(session)
-        states = {s.connector: s for s in session.execute(select(SyncState)).scalars()}
-        recent = recent_inbound(session, timedelta(hours=1))
-        backlog = outbox_backlog(session)
-        daemons = lease.live(session, lease.daemon_role(""))
-        running_at = lease.live(session, lease.connector_role(""))
+    try:
+        with store.session() as session:
+            counts = summary(session)
+            states = {s.connector: s for s in session.execute(select(SyncState)).scalars()}
+            recent = recent_inbound(session, timedelta(hours=1))
+            backlog = outbox_backlog(session)
+            daemons = lease.live(session, lease.daemon_role(""))
+            running_at = lease.live(session, lease.connector_role(""))
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        raise CommandError("this database role may not read the connectors' cursors and "
+                           "leases (they are the daemon's): run desk status as the daemon's "
+                           "or the store owner's role") from None
     connectors = []
     for config in settings.connectors:
         state = states.get(config.name)
@@ -581,6 +631,55 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    from desk.config import Secret
+    from desk.roles import RolesError, grant_agent, grant_daemon, revoke
+    from desk.store import StoreError
+
+    settings = _settings(args)
+    url = _db_url(args, settings)
+    if url.startswith("sqlite"):
+        raise CommandError("roles are a PostgreSQL feature; a SQLite store is protected by its "
+                           "file mode")
+    password = None
+    if getattr(args, "password", None):
+        try:
+            password = Secret(args.password).reveal()  # ConfigError when unset or unreadable
+        except ValueError as exc:
+            raise CommandError(f"--password: {exc}") from None
+    try:
+        store = open_store(url, settings)
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        if args.action == "revoke":
+            revoke(store.engine, args.name)
+        else:
+            grant = grant_agent if args.action == "grant-agent" else grant_daemon
+            granted = grant(store.engine, args.name, password)
+    except RolesError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        store.close()
+    role = printable(args.name, single_line=True)
+    if args.action == "revoke":
+        _out(f'role "{role}" has no rights on {store.url} any more; DROP ROLE "{role}" when '
+             "nothing else needs it")
+        return 0
+    done = "created" if granted.created else "updated"
+    _out(f'{granted.kind} role "{role}" {done}'
+         f"{', with a password' if granted.password_set else ''}; on {store.url} it may:")
+    for rights, tables in granted.by_rights().items():
+        _out(f"  {', '.join(rights).lower():<30}  {', '.join(tables)}")
+    if granted.withheld:
+        _out(f"  {'nothing':<30}  {', '.join(granted.withheld)}")
+    _out(f"  {'usage (new ids)':<30}  {', '.join(granted.sequences) or '-'}")
+    _out("  and no CREATE, ALTER or DROP: it owns nothing")
+    for note in granted.notes:
+        _out(f"note: {note}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser
 
@@ -627,6 +726,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp = add("export", cmd_export, "write the store as JSON Lines (see README)")
     exp.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
 
+    att = add("attachments", cmd_attachments, "list a ticket's attachments, or save one")
+    asub = att.add_subparsers(dest="action", required=True, metavar="ACTION")
+    alist = asub.add_parser("list", help="a ticket's attachments, newest first")
+    alist.add_argument("ticket", type=int)
+    asave = asub.add_parser("save", help="write one into a folder, under a safe name")
+    asave.add_argument("id", type=int, help="the attachment's id (from list)")
+    asave.add_argument("--to", metavar="DIR",
+                       help="the folder (default: [desk] attachments_dir, else desk in Downloads)")
+
     search = add("search", cmd_search, "full-text search, newest first")
     search.add_argument("query", nargs="+")
     search.add_argument("--json", action="store_true")
@@ -663,6 +771,8 @@ def build_parser() -> argparse.ArgumentParser:
     tshow.add_argument("id", type=int)
     tshow.add_argument("--limit", type=int, default=50)
     tshow.add_argument("--json", action="store_true")
+    tshow.add_argument("--events", action="store_true",
+                       help="also the audit trail: who did what, and when")
     tstatus = tsub.add_parser("status", help="set open, pending, snoozed or resolved")
     tstatus.add_argument("id", type=int)
     tstatus.add_argument("status", choices=["open", "pending", "snoozed", "resolved"])
@@ -705,6 +815,19 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="one JSON object (see README)")
     stats.add_argument("--daily", action="store_true",
                        help="with --json: add per-day counts (\"daily\")")
+
+    admin = add("admin", cmd_admin, "PostgreSQL roles for agents and daemons (as the owner)")
+    asub = admin.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("grant-agent", "a role for an agent: tickets and messages, no DDL, "
+                          "no cursors or leases"),
+                         ("grant-daemon", "a role for desk sync: what an agent may, cursors "
+                          "and leases besides")):
+        grant = asub.add_parser(action, help=text, description=text)
+        grant.add_argument("name", help="the role to create or update")
+        grant.add_argument("--password", metavar="env:VAR|file:PATH",
+                           help="the role's login password, read from there (never inline)")
+    arevoke = asub.add_parser("revoke", help="take every right on the store from a role")
+    arevoke.add_argument("name")
     return parser
 
 
@@ -716,11 +839,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except CommandError as exc:
-        print(f"desk: {exc}", file=sys.stderr)
+        print(redact(f"desk: {exc}"), file=sys.stderr)
         return 1
     except ConfigError as exc:
         for error in exc.errors:
-            print(error, file=sys.stderr)
+            print(redact(str(error)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -728,6 +851,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`desk export | head`); that is not an error of ours.
         sys.stderr.close()
         return 0
+    except Exception:
+        # A traceback quotes exception messages, and a provider's may carry a secret.
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from connectors.base import Channel
+from desk import redact
 from desk.keys import ALL_IDS
 from desk.sla import Targets, parse_duration
 
@@ -166,7 +167,7 @@ class Secret:
                 raise ConfigError(f"environment variable {name} is not set")
             if not value:
                 raise ConfigError(f"environment variable {name} is empty")
-            return value
+            return redact.remember(value)
         try:
             # Bytes, not text mode: newline translation would alter a secret containing \r\n.
             value = path.read_bytes().decode("utf-8")
@@ -179,10 +180,12 @@ class Secret:
         value = value.removesuffix("\r\n") if value.endswith("\r\n") else value.removesuffix("\n")
         if not value:
             raise ConfigError(f"secret file {path} is empty")
-        return value
+        return redact.remember(value)
 
     def __repr__(self) -> str:
-        return f"Secret({self._reference})"
+        # The reference is not secret, but a repr is where values end up by accident (a
+        # traceback, a settings dump): it says where the value comes from, never the value.
+        return f"Secret({self._reference}: {redact.MASK})"
 
     __str__ = __repr__
 
@@ -334,6 +337,9 @@ class StoreSettings(_Model):
     password: Secret | None = None  # PostgreSQL; else libpq's PGPASSWORD or ~/.pgpass
     search_config: Annotated[str, AfterValidator(_check_search_config)] = "simple"
     lease_seconds: Annotated[float, Field(ge=1, le=3600, allow_inf_nan=False)] = 30.0
+    # What one message may take (text, HTML, raw source, attachments); a larger one is
+    # stored truncated and flagged (desk.message_size). 64 KB at least: a message's text.
+    max_message_bytes: Annotated[int, Field(ge=65536)] = 50 * 1024 * 1024
 
     @property
     def db_url(self) -> str:
@@ -346,6 +352,8 @@ class DeskSettings(_Model):
     default_region: Annotated[str, AfterValidator(_check_region)] = "US"
     reopen_window_days: Annotated[int, Field(ge=0)] = 7
     bell: bool = False
+    # Where the app saves attachments (default: "desk" in the downloads folder).
+    attachments_dir: Path | None = None
 
 
 def _duration(value: object) -> int:
@@ -929,3 +937,35 @@ def load_config(
         raise ConfigError(_syntax_error(str(path), exc)) from None
     loader = _Loader(str(path), _SourceMap(text), base_dir=path.resolve().parent)
     return loader.load(data, env=env, check_secrets=check_secrets, source=path)
+
+
+def exposure_warnings(path: Path, settings: Settings) -> list[str]:
+    """What other accounts on this machine could read: the config file (it says where every
+    secret lives, and what the mailboxes are) and each `file:` secret. Warnings, not errors:
+    the admin may have meant it (a group of operators), but should know."""
+    from desk.private import readable_by_others
+
+    warnings = []
+
+    def check(file: Path, what: str) -> None:
+        try:
+            exposed = readable_by_others(file)
+        except OSError:
+            return  # a missing secret file is already an error of its own
+        if exposed:
+            mode = file.stat().st_mode & 0o777
+            warnings.append(f"{file}: {what} is readable by other accounts (mode {mode:04o});"
+                            f" make it owner-only: chmod 600 {file}")
+
+    check(path, "the config file")
+    secrets: dict[Path, str] = {}
+    if settings.store.password is not None and settings.store.password.path is not None:
+        secrets[settings.store.password.path] = "[store] password"
+    for connector in settings.connectors:
+        for key in type(connector).model_fields:
+            secret = getattr(connector, key)
+            if isinstance(secret, Secret) and secret.path is not None:
+                secrets.setdefault(secret.path, f'connector "{connector.name}" {key}')
+    for file, what in secrets.items():
+        check(file, f"the secret file of {what}")
+    return warnings

@@ -25,6 +25,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
+from desk.private import create_private_file
+
 SEARCH_CONFIG = "simple"
 # Only the first characters of a message are indexed on PostgreSQL: a tsvector holds at most
 # 1 MB, and a message past that would otherwise fail to store.
@@ -69,7 +71,8 @@ def make_engine(url: str, password: str | None = None) -> Engine:
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only from the first byte; SQLite gives its -wal and -shm the same mode.
+            create_private_file(Path(path).expanduser())
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -326,14 +329,17 @@ def _insert(conn: Connection, table: Table) -> Any:
     return insert(table)
 
 
-def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert `rows`, replacing any row with the same primary key."""
+def upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], *,
+           keep_existing: bool = False) -> None:
+    """Insert `rows`, replacing any row with the same primary key (or, with `keep_existing`,
+    leaving it as it is)."""
     if not rows:
         return
     keys = [c.name for c in table.primary_key.columns]
     statement = _insert(conn, table)
     others = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
-    statement = (statement.on_conflict_do_update(index_elements=keys, set_=others) if others
+    statement = (statement.on_conflict_do_update(index_elements=keys, set_=others)
+                 if others and not keep_existing
                  else statement.on_conflict_do_nothing(index_elements=keys))
     conn.execute(statement, rows)
 

@@ -26,9 +26,19 @@ from connectors.base import (
     FLAG_OWN,
     InboundMessage,
 )
+from desk import dialects, ticket_figures
 from desk import identity as identities
-from desk import ticket_figures
-from desk.models import LIVE_STATUSES, Attachment, Customer, Event, Identity, Message, Ticket
+from desk.message_size import DEFAULT_MAX_MESSAGE_BYTES, within_limit
+from desk.models import (
+    LIVE_STATUSES,
+    Attachment,
+    Blob,
+    Customer,
+    Event,
+    Identity,
+    Message,
+    Ticket,
+)
 from desk.store import Store, record_event, save_cursor
 from desk.tickets import Candidate, clean_subject, route, subject_tokens
 from desk.timeutil import to_store, utcnow
@@ -41,6 +51,7 @@ UNKNOWN_SENDER = "(unknown sender)"
 class IngestOptions:
     region: str = "US"
     reopen_window: timedelta = timedelta(days=7)
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 @dataclass(slots=True)
@@ -466,15 +477,19 @@ class _Batch:
             self.result.message_ids.extend(message_ids)
             self.result.stored += len(message_ids)
             attachments = [
-                {"message_id": message_id, "filename": a.filename,
-                 "content_type": a.content_type, "size": a.size, "sha256": a.sha256,
-                 "data": a.data}
+                (message_id, a)
                 for message_id, (_row, _c, _t, message) in zip(message_ids, self.message_rows,
                                                                 strict=True)
                 for a in message.attachments
             ]
             if attachments:
-                conn.execute(insert(_table(Attachment)), attachments)
+                conn.execute(insert(_table(Attachment)), [
+                    {"message_id": message_id, "filename": a.filename,
+                     "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
+                    for message_id, a in attachments])
+                blobs = {a.sha256: {"sha256": a.sha256, "size": a.size, "data": a.data}
+                         for _id, a in attachments if a.data is not None}
+                dialects.upsert(conn, _table(Blob), list(blobs.values()), keep_existing=True)
 
         changed = [
             t for t in self.tickets_by_id.values() if t.changed and not t.new
@@ -543,7 +558,7 @@ def ingest_in_session(
     """The body of `ingest`, inside the caller's transaction."""
     options = options or IngestOptions()
     batch = _Batch(session, options)
-    messages = [_without_nul(m) for m in messages]
+    messages = [within_limit(_without_nul(m), options.max_message_bytes) for m in messages]
     fresh, edits = _dedupe(session, messages, batch.result)
     if fresh:
         prepared = [(m, *_direction_and_identity(m, options.region)) for m in fresh]

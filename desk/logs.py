@@ -1,4 +1,9 @@
-"""The daemon's log lines: readable text, or one JSON object per line for log collectors."""
+"""The daemon's log lines: readable text, or one JSON object per line for log collectors.
+
+Every line, its traceback included, passes through `desk.redact`: provider libraries log URLs
+and errors that can carry a token (the Bot API puts it in the path), and their log records are
+formatted by these formatters like ours.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from desk.redact import redact
 from desk.textsafe import printable
 
 
@@ -20,14 +26,14 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(entry, ensure_ascii=False)
+        return redact(json.dumps(entry, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
     """Plain lines; provider errors can carry anything, so control characters are removed."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return printable(super().format(record), single_line=True)
+        return redact(printable(super().format(record), single_line=True))
 
 
 def configure(log_format: str = "text", level: int = logging.INFO) -> None:
@@ -41,3 +47,6 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     # Replace only our own handler (configure may run twice in one process, e.g. in tests).
     root.handlers[:] = [h for h in root.handlers if h.get_name() != "desk"] + [handler]
     root.setLevel(level)
+    # One line per HTTP request (every Bot API long poll) drowns what an operator looks for.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))

@@ -153,13 +153,25 @@ class Message(SQLModel, table=True):
 
 
 class Attachment(SQLModel, table=True):
+    """A file a message carried. Its content is the `Blob` of the same sha256; a message stored
+    truncated (over max_message_bytes) keeps the attachment's name, size and hash without one."""
+
     id: int | None = Field(default=None, primary_key=True)
     message_id: int = Field(foreign_key="message.id", index=True)
-    filename: str  # already made safe by the connector; never used as a path as-is
+    # What the sender called it: data shown as text, never used as a path (desk.attachments).
+    filename: str
     content_type: str
     size: int
-    sha256: str
-    data: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    sha256: str = Field(index=True)
+
+
+class Blob(SQLModel, table=True):
+    """File contents by SHA-256: stored once however many messages carry them (the same logo
+    in every signature, a document forwarded around)."""
+
+    sha256: str = Field(primary_key=True)
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class SyncState(SQLModel, table=True):

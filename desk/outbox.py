@@ -28,6 +28,7 @@ from connectors.base import (
 from desk import ticket_figures
 from desk.identity import normalize_lenient
 from desk.models import DELIVERY_STATUSES, Identity, Message, Ticket
+from desk.redact import redact
 from desk.store import Store, record_event
 from desk.ticket_figures import Fields
 from desk.tickets import TicketError, reply_subject, set_status
@@ -204,6 +205,10 @@ def queue_reply(
                            text=text)
     ticket.waiting_since = None
     ticket.updated_at = now
+    session.flush()
+    record_event(session, "reply", actor=agent, ticket_id=ticket_id,
+                 customer_id=ticket.customer_id, message_id=message.id,
+                 channel=route.channel, to=message.recipient)
     if then_status and then_status != ticket.status:
         set_status(session, ticket_id, then_status, actor=agent)
     session.flush()
@@ -251,6 +256,9 @@ def add_note(session: Session, ticket_id: int, text: str, *, agent: str) -> Mess
     session.add(note)
     ticket.message_count += 1
     ticket.updated_at = now
+    session.flush()
+    record_event(session, "note", actor=agent, ticket_id=ticket_id,
+                 customer_id=ticket.customer_id, message_id=note.id)
     session.flush()
     return note
 
@@ -405,6 +413,7 @@ def record_failure(
     message = session.get(Message, message_id)
     if message is None:
         return
+    reason = redact(reason)
     message.error = reason
     if permanent or message.attempts >= MAX_ATTEMPTS:
         message.status = "failed"
@@ -463,7 +472,7 @@ def record_delivery(session: Session, message_id: int, status: str, error: str |
         return
     message.status = status
     if status == "failed":
-        message.error = error or "the provider reports the message undelivered"
+        message.error = redact(error or "the provider reports the message undelivered")
         record_event(session, "delivery_failed", actor="system", ticket_id=message.ticket_id,
                      customer_id=message.customer_id, message_id=message_id,
                      error=message.error)
@@ -552,7 +561,7 @@ async def reconcile_sending(store: Store, connectors: Mapping[str, Connector]) -
 def _mark_unknown(session: Session, message_id: int, why: str) -> None:
     message = session.get(Message, message_id)
     if message is not None and message.status == "sending":
-        message.status, message.error, message.next_attempt_at = "unknown", why, None
+        message.status, message.error, message.next_attempt_at = "unknown", redact(why), None
         session.flush()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     Engine,
+    and_,
     bindparam,
     case,
     func,
@@ -30,11 +31,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
 
 from connectors.base import FLAG_AUTO_REPLY, FLAG_BOUNCE
-from desk import dialects, models, ticket_figures
+from desk import dialects, models, roles, ticket_figures
 from desk.models import Customer, Event, Identity, Message, Meta, SyncState, Ticket, TicketTag
 from desk.timeutil import utcnow
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class StoreError(Exception):
@@ -151,8 +152,22 @@ def _update_tickets(conn: Connection, rows: list[dict[str, Any]], names: Sequenc
                                  for row in rows[start:start + 5000]])
 
 
+def _attachments_by_hash(conn: Connection) -> None:
+    """Schema 5: attachment contents move to `blob`, one row per SHA-256."""
+    models.Blob.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+    _create_indexes(conn, "ix_attachment_sha256")
+    if "data" not in {column["name"] for column in inspect(conn).get_columns("attachment")}:
+        return
+    # The first stored copy of each content; the others are the same bytes by their hash.
+    conn.exec_driver_sql(
+        "INSERT INTO blob (sha256, size, data) SELECT a.sha256, a.size, a.data FROM attachment a"
+        " WHERE a.data IS NOT NULL AND a.id = (SELECT min(b.id) FROM attachment b"
+        " WHERE b.sha256 = a.sha256 AND b.data IS NOT NULL)")
+    conn.exec_driver_sql("ALTER TABLE attachment DROP COLUMN data")
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    1: _add_presence, 2: _add_lease, 3: _add_ticket_figures,
+    1: _add_presence, 2: _add_lease, 3: _add_ticket_figures, 4: _attachments_by_hash,
 }
 
 
@@ -183,7 +198,9 @@ def migrate(engine: Engine, search_config: str | None = None) -> int:
         if search_config and not is_sqlite(conn):
             indexed = conn.execute(
                 select(Meta.value).where(Meta.key == "search_config")).scalar()
-            if indexed != search_config:
+            # Only the owner re-indexes: another role keeps the store's configuration, which
+            # is the one search uses.
+            if indexed != search_config and roles.owns_store(conn):
                 dialects.change_search_config(conn, search_config)
                 dialects.upsert(conn, models.Meta.__table__,  # type: ignore[attr-defined]
                                 [{"key": "search_config", "value": search_config}])
@@ -197,6 +214,11 @@ def migrate(engine: Engine, search_config: str | None = None) -> int:
             dialects.lock_schema(conn)
             if _schema_version(conn) != version:
                 continue  # another process migrated it meanwhile
+            if not roles.owns_store(conn):
+                raise StoreError(
+                    f"the store needs migrating from schema version {version} to"
+                    f" {SCHEMA_VERSION}: run desk once as the store's owner"
+                )
             MIGRATIONS[version](conn)
             conn.execute(
                 models.Meta.__table__.update()
@@ -441,6 +463,15 @@ def customer_events(
         query = query.where(Event.created_at >= since)
     if until is not None:
         query = query.where(Event.created_at < until)
+    return list(session.execute(query.order_by(Event.id.desc()).limit(limit)).scalars())[::-1]
+
+
+def ticket_events(session: Session, ticket: models.Ticket, *, limit: int = 1000) -> list[Event]:
+    """The ticket's audit trail, oldest first: what was done on it, and the customer-wide
+    actions (merges, identity links) that are on no ticket; the newest `limit` of them."""
+    query = select(Event).where(or_(
+        Event.ticket_id == ticket.id,
+        and_(Event.customer_id == ticket.customer_id, Event.ticket_id.is_(None))))  # type: ignore[union-attr]
     return list(session.execute(query.order_by(Event.id.desc()).limit(limit)).scalars())[::-1]
 
 

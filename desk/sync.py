@@ -28,6 +28,7 @@ from desk.outbox import (
     reconcile_sending,
     record_delivery_of,
 )
+from desk.redact import redact
 from desk.store import Store, get_cursor, is_sqlite
 from desk.tickets import wake_snoozed
 from desk.timeutil import utcnow
@@ -50,10 +51,12 @@ def ingest_options(settings: Settings) -> IngestOptions:
     return IngestOptions(
         region=settings.desk.default_region,
         reopen_window=timedelta(days=settings.desk.reopen_window_days),
+        max_message_bytes=settings.store.max_message_bytes,
     )
 
 
-def build_connector(config: AnyConnectorSettings) -> Connector:
+def build_connector(config: AnyConnectorSettings, max_message_bytes: int | None = None
+                    ) -> Connector:
     module_name = CONNECTOR_MODULES[config.type]
     try:
         module = importlib.import_module(module_name)
@@ -64,7 +67,12 @@ def build_connector(config: AnyConnectorSettings) -> Connector:
             f'connector "{config.name}": type "{config.type}" is not available in this version'
             " of desk"
         ) from exc
-    return module.from_settings(config)
+    connector = module.from_settings(config)
+    if max_message_bytes is not None and hasattr(connector, "max_message_bytes"):
+        # A connector that can read part of a message (IMAP) stops at the limit, so a huge
+        # one is never held in memory whole.
+        connector.max_message_bytes = max_message_bytes
+    return connector
 
 
 @dataclass(slots=True)
@@ -86,7 +94,7 @@ def record_error(store: Store, connector: str, error: str) -> None:
         if state is None:
             state = SyncState(connector=connector, cursor="{}", updated_at=now)
             session.add(state)
-        state.last_error = error
+        state.last_error = redact(error)
         state.last_error_at = now
 
     store.write(write)
@@ -145,7 +153,8 @@ async def run_once(
     try:
         for config in configs:
             try:
-                connector = running.get(config.name) or build_connector(config)
+                connector = running.get(config.name) or build_connector(
+                    config, options.max_message_bytes)
                 running[config.name] = connector
                 report.fetched[config.name] = await fetch_into_store(
                     store, connector, options, progress=_reporter(config.name, connector, progress))
@@ -291,7 +300,7 @@ class ConnectorPool:
         log.info("%s: running it here", config.name)
         self._tasks[config.name] = []
         try:
-            connector = build_connector(config)
+            connector = build_connector(config, self.options.max_message_bytes)
         except Exception as exc:  # e.g. a type this desk lacks: recorded, others carry on
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("%s: %s", config.name, reason)

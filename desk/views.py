@@ -9,11 +9,12 @@ import json
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, or_, select
 
+from desk.attachments import AttachmentInfo, attachments_of
 from desk.identity import suggestions
 from desk.models import Customer, Event, Identity, Message, Presence, Ticket
 from desk.outbox import unseen_changes
@@ -68,6 +69,8 @@ class Timeline:
     tickets: dict[int, Ticket]  # every ticket an entry belongs to, by id
     other_tickets: list[Ticket]  # the customer's other tickets, newest first
     others_active: list[Presence]  # other agents writing on this ticket now
+    # The attachments of the loaded messages, by message id (names and sizes, no content).
+    attachments: dict[int, list[AttachmentInfo]] = field(default_factory=dict)
 
     @property
     def messages(self) -> list[Message]:
@@ -83,8 +86,9 @@ class Timeline:
         return max((m.id or 0 for m in self.messages), default=0)
 
 
-# Events the timeline shows on the message itself (its delivery status) rather than as a line.
-SHOWN_ON_MESSAGES = frozenset({"delivery_failed"})
+# Events the timeline shows as the message itself (a reply, a note, its delivery status)
+# rather than as a line of their own.
+SHOWN_ON_MESSAGES = frozenset({"delivery_failed", "reply", "note"})
 
 RowLoader = Callable[[int, int], tuple[int, list[TicketRow]]]
 
@@ -233,6 +237,7 @@ def timeline(
             tickets=all_tickets,  # type: ignore[arg-type]
             other_tickets=[t for t in all_tickets.values() if t.id != ticket_id],
             others_active=others_on(session, ticket_id, agent),
+            attachments=attachments_of(session, (m.id for m in messages)),  # type: ignore[misc]
         )
 
 
@@ -266,6 +271,13 @@ def describe_event(event: Event) -> str:
         return f"{who} linked {data.get('kind')} {data.get('value')} ({data.get('reason', '')})"
     if kind == "retry":
         return f"{who} retried message {data.get('message_id')}"
+    if kind == "reply":
+        return (f"{who} replied on {data.get('channel')} to {data.get('to')}"
+                f" (message {data.get('message_id')})")
+    if kind == "note":
+        return f"{who} added a note (message {data.get('message_id')})"
+    if kind == "message_edited":
+        return f"the customer edited message {data.get('message_id')}"
     if kind == "delivery_failed":
         return f"message {data.get('message_id')} could not be delivered: {data.get('error')}"
     return f"{who}: {kind}"

@@ -239,6 +239,39 @@ def test_tickets_list_and_show(populated, capsys) -> None:
     assert (code, err.strip()) == (1, "desk: no ticket #999")
 
 
+def test_every_agent_action_is_in_the_tickets_audit_trail(populated, capsys) -> None:
+    config, db, ids = populated
+    ticket = ids["jane_ticket"]
+    base = ["--config", config, "--db", db]
+    for args in (["tickets", "status", ticket, "pending"], ["tickets", "assign", ticket, "bob"],
+                 ["tickets", "tag", ticket, "vip"], ["tickets", "priority", ticket, "high"],
+                 ["reply", ticket, "--text", "On its way."],
+                 ["reply", ticket, "--note", "checked the courier"]):
+        assert run(capsys, *base, *args)[0] == 0, args
+    store = Store(f"sqlite:///{db}")
+    with store.transaction() as session:  # the reply failed at the provider; alice retries it
+        reply = session.execute(select(Message).where(Message.direction == "out")).scalar_one()
+        reply.status, reply.error = "failed", "550 mailbox unavailable"
+    store.close()
+    assert run(capsys, *base, "reply", "--retry", reply.id)[0] == 0
+    assert run(capsys, *base, "customers", "merge", ids["jane"], ids["bob"])[0] == 0
+
+    code, out, _err = run(capsys, *base, "tickets", "show", ticket, "--events")
+    assert code == 0
+    trail = out.split("--- audit trail\n", 1)[1].splitlines()
+    kinds = [line.split()[3] for line in trail]
+    assert kinds == ["status", "assign", "tags", "priority", "reply", "note", "retry", "merge"]
+    assert all(line.split()[2] == "alice" for line in trail)  # who, with the time before it
+    assert "alice replied on email to jane@example.com" in trail[4]
+    assert "alice retried message" in trail[6]
+    code, out, _err = run(capsys, *base, "tickets", "show", ticket, "--events", "--json")
+    events = [json.loads(line) for line in out.splitlines() if '"event"' in line]
+    assert [e["kind"] for e in events] == kinds
+    assert events[4]["data"]["message_id"] == reply.id and events[0]["actor"] == "alice"
+    # Without --events, the trail is not printed.
+    assert "audit trail" not in run(capsys, *base, "tickets", "show", ticket)[1]
+
+
 def test_ticket_actions_from_the_command_line(populated, capsys) -> None:
     config, db, ids = populated
     base = ["--config", config, "--db", db, "tickets"]

@@ -260,7 +260,7 @@ def test_file_secret_is_read_relative_to_the_config(
 def test_secret_never_shows_its_value() -> None:
     secret = Secret("env:API_TOKEN")
     assert secret.reveal({"API_TOKEN": "very-secret"}) == "very-secret"
-    assert repr(secret) == str(secret) == "Secret(env:API_TOKEN)"
+    assert repr(secret) == str(secret) == "Secret(env:API_TOKEN: ***)"
     assert "very-secret" not in f"{secret} {secret!r}"
     with pytest.raises(ConfigError, match="environment variable API_TOKEN is not set"):
         secret.reveal({})

@@ -17,7 +17,7 @@ import desk.outbox
 from connectors.base import FLAG_AUTO_REPLY, FLAG_UNPARSED
 from desk import timeutil
 from desk.demo import build_demo
-from desk.models import Attachment, Customer, Event, Identity, Message, Ticket
+from desk.models import Attachment, Blob, Customer, Event, Identity, Message, Ticket
 from desk.store import Store, summary, ticket_page
 from desk.timeutil import to_store
 
@@ -147,11 +147,12 @@ def test_attachments_are_real_files(session: Session) -> None:
     attachments = list(session.execute(select(Attachment)).scalars())
     assert {a.content_type for a in attachments} >= {"image/png", "application/pdf"}
     for attachment in attachments:
-        assert attachment.data is not None
-        assert attachment.size == len(attachment.data)
-        assert attachment.sha256 == hashlib.sha256(attachment.data).hexdigest()
+        blob = session.get(Blob, attachment.sha256)  # the content, stored by its hash
+        assert blob is not None
+        assert attachment.size == blob.size == len(blob.data)
+        assert attachment.sha256 == hashlib.sha256(blob.data).hexdigest()
         magic = b"\x89PNG\r\n\x1a\n" if attachment.content_type == "image/png" else b"%PDF-"
-        assert attachment.data.startswith(magic)
+        assert blob.data.startswith(magic)
 
 
 def test_unusual_mail_is_shown_not_lost(session: Session) -> None:

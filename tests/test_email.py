@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -142,6 +143,31 @@ def test_several_folders_each_keep_their_cursor(store, mailbox) -> None:
     assert sync(store, connector) == 2
     mailbox.append(mail(3), folder="Support")
     assert sync(store, EmailConnector(settings(mailbox, folders=["INBOX", "Support"]))) == 1
+
+
+def test_a_message_over_the_limit_is_read_in_part_and_stored_flagged(store, mailbox) -> None:
+    from email.message import EmailMessage
+
+    big = EmailMessage()
+    big["From"], big["To"], big["Subject"] = "Ana Lima <ana@example.org>", USER, "The video"
+    big["Message-ID"] = "<video@example.org>"
+    big.set_content("Here is the video of the grinder.\n")
+    big.add_attachment(os.urandom(400_000), maintype="video", subtype="mp4",
+                       filename="grinder.mp4")
+    mailbox.append(big.as_bytes(), mail(2))
+    connector = EmailConnector(settings(mailbox))
+    connector.max_message_bytes = 100_000  # as desk sets it from [store] max_message_bytes
+    assert sync(store, connector) == 2  # the large one too: stored, not skipped
+    with store.session() as session:
+        video = session.execute(select(Message).where(
+            Message.provider_id == "video@example.org")).scalar_one()
+        small = session.execute(select(Message).where(
+            Message.provider_id == "m2@example.org")).scalar_one()
+    assert "truncated" in video.flags.split(",")
+    assert video.text.startswith("Here is the video of the grinder.")
+    assert "over max_message_bytes" in video.text and "INBOX (UID 1)" in video.text
+    assert len(video.raw) <= 100_000
+    assert small.flags == "" and b"(#2)" in small.raw  # the others are read whole
 
 
 def test_a_new_uidvalidity_reads_again_and_doubles_nothing(store, mailbox) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from desk import tickets
 from desk.demo import build_demo
-from desk.models import Attachment, Customer, Event, Message, SyncState, TicketTag
+from desk.models import Attachment, Blob, Customer, Event, Message, SyncState, TicketTag
 from desk.store import Store
 from desk.store_copy import CopyError, copy_store
 
@@ -43,8 +43,8 @@ def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                   .order_by(Message.id).limit(1)).scalar_one()
         message.raw = b"From: x\r\n\r\n\x00\xff binary"
         session.add(Attachment(message_id=message.id, filename="../../etc/passwd",
-                               content_type="application/pdf", size=4, sha256="0" * 64,
-                               data=b"%PDF"))
+                               content_type="application/pdf", size=4, sha256="0" * 64))
+        session.add(Blob(sha256="0" * 64, size=4, data=b"%PDF"))
     store.close()
     return path
 
@@ -64,7 +64,7 @@ def test_a_store_goes_to_postgresql_and_back_and_exports_the_same(
     there = desk("--db", str(source), "migrate", "--to", postgres)
     assert there.returncode == 0, there.stderr
     assert "the copy is identical to the source" in there.stdout
-    for table in ("customer", "identity", "ticket", "message", "attachment", "event",
+    for table in ("customer", "identity", "ticket", "message", "attachment", "blob", "event",
                   "syncstate", "tickettag"):
         assert f"  {table} " in there.stdout
     assert "DIFFERS" not in there.stdout
@@ -81,6 +81,7 @@ def test_a_store_goes_to_postgresql_and_back_and_exports_the_same(
                               .order_by(Message.id).limit(1)).scalar_one()
         attachment = session.execute(select(Attachment).where(
             Attachment.filename == "../../etc/passwd")).scalar_one()
+        content = session.get(Blob, attachment.sha256).data
         cursor = session.get(SyncState, "mail").cursor
         merged = session.execute(select(func.count()).select_from(Customer).where(
             Customer.merged_into.is_not(None))).scalar_one()
@@ -92,7 +93,7 @@ def test_a_store_goes_to_postgresql_and_back_and_exports_the_same(
         events = session.execute(select(func.count()).select_from(Event)).scalar_one()
     copy.close()
     assert raw == b"From: x\r\n\r\n\x00\xff binary"
-    assert (attachment.filename, attachment.data) == ("../../etc/passwd", b"%PDF")
+    assert (attachment.filename, content) == ("../../etc/passwd", b"%PDF")
     assert cursor == '{"INBOX": {"uid": 42}}'
     assert merged == merged_there > 0  # merges survive, tombstones and all
     assert newest == events

@@ -212,6 +212,29 @@ async def test_the_webhook_accepts_only_twilios_signature(store, twilio_api) -> 
     assert bodies(store) == ["by webhook"]
 
 
+async def test_the_webhook_refuses_a_large_body_and_listens_only_where_told(
+    store, twilio_api
+) -> None:
+    state, api_base = twilio_api
+    task, url = await _webhook(store, api_base)
+    try:
+        # Correctly signed, so only its size is refused.
+        big = form(state.sid(), "x" * 70_000)
+        signature = RequestValidator(TOKEN).compute_signature(PUBLIC_URL, big)
+        async with aiohttp.ClientSession() as http, http.post(
+            url, data=big, headers={"X-Twilio-Signature": signature}
+        ) as answer:
+            assert answer.status == 413
+        # 127.0.0.2 is this machine too, but not the address webhook_listen names.
+        port = int(url.split(":")[2].split("/")[0])
+        with pytest.raises(OSError):
+            await asyncio.wait_for(asyncio.open_connection("127.0.0.2", port), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert count(store, Message) == 0  # nothing stored for a refused request
+
+
 async def test_the_same_sid_by_webhook_and_polling_is_stored_once(store, twilio_api) -> None:
     state, api_base = twilio_api
     record = state.inbound("+33612345678", "both ways", T)

@@ -497,6 +497,80 @@ async def test_R_requeues_the_failed_sms(app, ids, store) -> None:
             assert session.get(Message, ids["failed_sms"]).status == "queued"
 
 
+async def test_d_saves_an_attachment_under_a_safe_name_in_the_chosen_folder(
+    app, ids, store, tmp_path
+) -> None:
+    from textual.widgets import Input
+
+    from connectors.base import Attachment
+
+    hostile = "../../\x1b[31m[bold]evil[/bold]\x07.png"
+    ingest(store, [tui_store.mail(90, "marta@example.es", "Marta Ruiz", "A photo", "See this",
+                                  tui_store.NOW - timedelta(minutes=5), attachments=[
+                                      Attachment(hostile, "image/png", b"\x89PNG data")])])
+    folder = tmp_path / "saved" / "here"
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_marta(app, pilot, ids)
+        shown = screen.query_one(TimelineView).text()
+        assert "[bold]evil[/bold]" in shown and "\x1b" not in shown  # the name, as text
+        await pilot.press("d")
+        await settle(app, pilot)
+        await pilot.press("enter")  # the one attachment
+        await settle(app, pilot)
+        app.screen.query_one(Input).value = str(folder)
+        await pilot.press("enter")
+        await until(app, pilot, lambda: folder.exists() and any(folder.iterdir()))
+    (saved,) = folder.iterdir()
+    assert saved.read_bytes() == b"\x89PNG data"
+    assert "/" not in saved.name and "\x1b" not in saved.name and "\x07" not in saved.name
+    assert saved.name.endswith(".png") and not saved.name.startswith(".")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+async def test_html_mail_is_shown_as_text_and_nothing_is_fetched(app, ids, store) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from connectors.mime import parse_email
+
+    fetched: list[str] = []
+
+    class Tracker(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fetched.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Tracker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    html = (f'<html><head><link rel="stylesheet" href="{base}/style.css">'
+            f'<style>@import url("{base}/import.css"); body {{background: url({base}/bg.png)}}'
+            f'</style></head><body><p>Hi, see <a href="{base}/track?u=1">my order</a>.</p>'
+            f'<img src="{base}/pixel.gif" width="1" height="1">'
+            f'<iframe src="{base}/frame"></iframe><script src="{base}/x.js"></script>'
+            "</body></html>")
+    raw = ("From: Marta Ruiz <marta@example.es>\r\nTo: support@example.com\r\n"
+           "Subject: html only\r\nMessage-ID: <html-1@example.es>\r\n"
+           "Date: Fri, 27 Nov 2026 09:00:00 +0000\r\nContent-Type: text/html; charset=utf-8"
+           f"\r\n\r\n{html}\r\n").encode()
+    ingest(store, [parse_email(raw, connector="mail")])
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await open_marta(app, pilot, ids)
+            await pilot.press("u")  # unfolded: everything the message has is on screen
+            await settle(app, pilot)
+            shown = screen.query_one(TimelineView).text()
+    finally:
+        server.shutdown()
+    assert "Hi, see" in shown and f"{base}/track?u=1" in shown  # the link, as text
+    assert "<img" not in shown and "<script" not in shown
+    assert fetched == []  # no image, stylesheet, frame or script was requested
+
+
 # ---- customers --------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from rich.style import Style
@@ -18,7 +19,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, OptionList
 
-from desk import identity, views
+from desk import attachments, identity, views
 from desk import tickets as ticket_actions
 from desk.keys import MAIN
 from desk.models import PRIORITIES
@@ -407,6 +408,58 @@ class MainScreen(Screen[None]):
                                     f"{printable(m.error or '', single_line=True)[:60]}"))
                    for m in failed]
         self.app.push_screen(ChoiceScreen("Retry which message?", choices), chosen)
+
+    def action_save_attachment(self) -> None:
+        timeline = self._ticket()
+        if timeline is None:
+            return
+        self.list_attachments(timeline.ticket.id)  # type: ignore[arg-type]
+
+    @work(thread=True, exit_on_error=False, group="attachments")
+    def list_attachments(self, ticket_id: int) -> None:
+        with self.app.store.session() as session:  # type: ignore[attr-defined]
+            found = attachments.ticket_attachments(session, ticket_id)
+        self.app.call_from_thread(self._choose_attachment, ticket_id, found)
+
+    def _choose_attachment(self, ticket_id: int, found: list[attachments.AttachmentInfo]) -> None:
+        if not found:
+            self.notify(f"#{ticket_id} has no attachment")
+            return
+        settings = self.app.settings  # type: ignore[attr-defined]
+        folder = settings.desk.attachments_dir or attachments.default_folder()
+
+        def where(attachment_id: str | None) -> None:
+            if attachment_id is None:
+                return
+
+            def save_into(chosen: str | None) -> None:
+                if chosen:
+                    self.save_attachment(int(attachment_id), chosen)
+
+            self.app.push_screen(
+                PromptScreen("Save into which folder?", value=str(folder),
+                             hint="Created owner-only if missing; an existing file is kept"),
+                save_into)
+
+        choices = [(str(info.id), Text.assemble(
+            (printable(info.filename, single_line=True)[:60], "bold"),
+            (f"  {info.size:,} B · {printable(info.content_type, single_line=True)}"
+             + ("" if info.stored else " · not stored"), "dim"))) for info in found]
+        self.app.push_screen(ChoiceScreen("Save which attachment?", choices), where)
+
+    @work(thread=True, exit_on_error=False, group="write")
+    def save_attachment(self, attachment_id: int, folder: str) -> None:
+        try:
+            with self.app.store.session() as session:  # type: ignore[attr-defined]
+                path = attachments.save(session, attachment_id, Path(folder))
+        except attachments.AttachmentError as error:
+            self.app.call_from_thread(self.notify, str(error), severity="error")
+            return
+        except OSError as error:
+            self.app.call_from_thread(self.notify, f"Cannot save into {folder}: "
+                                      f"{error.strerror or error}", severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"Saved {printable(str(path), single_line=True)}")
 
     def action_merge(self) -> None:
         from desk.tui.screens.merge import MergeScreen

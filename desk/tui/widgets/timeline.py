@@ -19,6 +19,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from desk.attachments import AttachmentInfo
 from desk.folding import fold_regions
 from desk.keys import TIMELINE
 from desk.models import Event, Message
@@ -63,7 +64,30 @@ def folded_body(text: str, unfold: bool) -> Text:
     return body
 
 
-def message_block(message: Message, unfold: bool) -> RenderableType:
+def attachment_lines(attachments: list[AttachmentInfo]) -> list[Text]:
+    """One line per attachment: its name as text (never markup), size, and the id `d` saves."""
+    lines = []
+    for info in attachments:
+        line = Text("  📎 ", style="dim")
+        line.append(printable(info.filename, single_line=True)[:80], style="bold")
+        line.append(f"  {_size(info.size)} · {printable(info.content_type, single_line=True)}"
+                    f" · #{info.id}", style="dim")
+        if not info.stored:
+            line.append("  not stored (over max_message_bytes)", style="yellow")
+        lines.append(line)
+    return lines
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / 1024 / 1024:.1f} MB"
+
+
+def message_block(message: Message, unfold: bool,
+                  attachments: list[AttachmentInfo] | None = None) -> RenderableType:
     if message.direction == "in":
         who = message.sender_name or message.sender or ""
     else:
@@ -95,6 +119,7 @@ def message_block(message: Message, unfold: bool) -> RenderableType:
     if flags:
         parts.append(Text(" ".join(f"⚑ {flag}" for flag in flags), style="magenta"))
     parts.append(folded_body(message.text, unfold))
+    parts.extend(attachment_lines(attachments or []))
     if message.direction == "note":
         return Group(*[_noted(part) for part in parts])
     return Group(*parts)
@@ -138,7 +163,7 @@ def timeline_renderables(timeline: Timeline, unfold: bool) -> list[RenderableTyp
         if entry.ticket_id != current_ticket:
             current_ticket = entry.ticket_id
             blocks.append(ticket_rule(timeline, current_ticket))
-        blocks.append(message_block(entry, unfold))
+        blocks.append(message_block(entry, unfold, timeline.attachments.get(entry.id or 0)))
         blocks.append(Text(""))
     if not timeline.entries:
         blocks.append(Text("No messages yet", style="dim"))
