@@ -187,7 +187,7 @@ class EmailConnector:
                         f" max_message_bytes; only its first {len(raw) / 1024 / 1024:.1f} MB"
                         f" were read. The original stays in {folder} (UID {uid}),"
                         f" Message-ID {message.provider_id}.]")
-                message.text = f"{message.text}\n\n{note}" if message.text else note
+                message.text = f"{message.text.rstrip()}\n\n{note}" if message.text else note
             messages.append(message)
         return messages
 

@@ -282,6 +282,9 @@ def _one_line(value: str) -> str:
     return _HEADER_CONTROLS.sub("", value.replace("\t", " ")).strip()
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _decode_header(value: str) -> str:
     """RFC 2047 decoding that survives unknown charsets and broken base64."""
     value = _to_text(value)
@@ -304,6 +307,8 @@ def _decode_header(value: str) -> str:
             try:
                 piece = chunk.decode("raw-unicode-escape")
             except UnicodeDecodeError:  # a literal "\u" in the plain text, e.g. "C:\users"
+                piece = chunk.decode("latin-1")
+            if _SURROGATE.search(piece):  # a literal "\ud800" was text, not an escape
                 piece = chunk.decode("latin-1")
         encoded = charset not in (None, "us-ascii")
         if out:

@@ -558,7 +558,7 @@ def ingest_in_session(
     """The body of `ingest`, inside the caller's transaction."""
     options = options or IngestOptions()
     batch = _Batch(session, options)
-    messages = [within_limit(_without_nul(m), options.max_message_bytes) for m in messages]
+    messages = [within_limit(_storable(m), options.max_message_bytes) for m in messages]
     fresh, edits = _dedupe(session, messages, batch.result)
     if fresh:
         prepared = [(m, *_direction_and_identity(m, options.region)) for m in fresh]
@@ -617,21 +617,41 @@ _TEXT_FIELDS = ("connector", "provider_id", "sender", "sender_name", "subject", 
                 "in_reply_to", "sender_display")
 
 
-def _without_nul(message: InboundMessage) -> InboundMessage:
-    """`message` with NUL characters removed from its text: PostgreSQL cannot store them in a
-    text column and terminals end strings at them."""
-    if not any("\x00" in value for value in (
-        *(getattr(message, name) or "" for name in _TEXT_FIELDS),
-        *message.recipients, *message.references,
-    )):
-        return message
-    cleaned: dict[str, Any] = {
-        name: getattr(message, name).replace("\x00", "")
-        for name in _TEXT_FIELDS if getattr(message, name)
-    }
-    cleaned["recipients"] = [r.replace("\x00", "") for r in message.recipients]
-    cleaned["references"] = [r.replace("\x00", "") for r in message.references]
-    return replace(message, **cleaned)
+# NUL: PostgreSQL cannot store it in a text column, and terminals end strings at it. A lone
+# surrogate (a decoder's escape for an undecodable byte) cannot be encoded as UTF-8 at all.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _clean(value: str) -> str:
+    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", value)
+
+
+def _storable(message: InboundMessage) -> InboundMessage:
+    """`message` as the store can hold it, whatever a provider or parser let through: no NUL,
+    no lone surrogate in any text, and a sent time that exists in UTC (a Date of 31 Dec 9999
+    -2359 does not: the receiving time stands in for it)."""
+    cleaned: dict[str, Any] = {}
+    texts = [(name, getattr(message, name)) for name in _TEXT_FIELDS]
+    if any(value and _UNSTORABLE.search(value) for _name, value in texts):
+        cleaned.update((name, _clean(value)) for name, value in texts if value)
+    for name in ("recipients", "references"):
+        values = getattr(message, name)
+        if any(_UNSTORABLE.search(value) for value in values):
+            cleaned[name] = [_clean(value) for value in values]
+    if any(_UNSTORABLE.search(a.filename + a.content_type) for a in message.attachments):
+        cleaned["attachments"] = [
+            replace(a, filename=_clean(a.filename), content_type=_clean(a.content_type))
+            for a in message.attachments]
+    if any(_UNSTORABLE.search(e.value + (e.display or "")) for e in message.evidence):
+        cleaned["evidence"] = [
+            replace(e, value=_clean(e.value), display=_clean(e.display) if e.display else None)
+            for e in message.evidence]
+    if message.sent_at is not None:
+        try:
+            to_store(message.sent_at)
+        except OverflowError:
+            cleaned["sent_at"] = None
+    return replace(message, **cleaned) if cleaned else message
 
 
 def _apply_edit(session: Session, message: InboundMessage, result: IngestResult) -> None:

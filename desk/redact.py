@@ -16,8 +16,8 @@ import threading
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
-# Shorter values would blank ordinary words out of every message; no real password or token
-# is this short, and `desk check` refuses nothing on length, so say why here.
+# Blanking a shorter value would blank ordinary words out of every message; a password or
+# token that short protects nothing anyway.
 MIN_LENGTH = 4
 
 _lock = threading.Lock()

@@ -571,6 +571,32 @@ async def test_html_mail_is_shown_as_text_and_nothing_is_fetched(app, ids, store
     assert fetched == []  # no image, stylesheet, frame or script was requested
 
 
+async def test_a_crash_report_shows_no_local_variables_and_no_secret(
+    app, ids, monkeypatch, capfd
+) -> None:
+    from desk.redact import forget_all, remember
+
+    remember("crash-Secret-9931")  # as Secret.reveal does with the store's password
+
+    def failing(self: MainScreen) -> None:
+        conninfo = "host=db.example.com password=crash-Secret-9931"
+        raise RuntimeError(f"cannot connect: {conninfo}")
+
+    monkeypatch.setattr(MainScreen, "action_resolve", failing)
+    try:
+        with pytest.raises(RuntimeError):
+            async with app.run_test(size=(120, 40)) as pilot:
+                await settle(app, pilot)
+                await pilot.press("a")
+                await pilot.pause()
+    finally:
+        forget_all()
+    out, err = capfd.readouterr()
+    assert "RuntimeError: cannot connect: host=db.example.com password=***" in err
+    assert "crash-Secret-9931" not in out + err
+    assert "conninfo = " not in err  # Textual's own report lists every frame's locals
+
+
 # ---- customers --------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.text import Text
 from textual import work
 from textual.app import App, SystemCommand
 from textual.message import Message
@@ -17,6 +18,7 @@ from textual.worker import get_current_worker
 from desk import views
 from desk.config import Settings
 from desk.keys import APP, MAIN
+from desk.redact import redact
 from desk.store import Store
 from desk.textsafe import printable
 from desk.tui.bindings import bindings
@@ -56,6 +58,19 @@ class DeskApp(App[None]):
         self._data_version: int | None = None
         self._seen_message_id: int | None = None
         self.set_keymap(settings.keymap)
+
+    def _fatal_error(self) -> None:
+        # Textual's own crash report prints every frame's local variables, where a connection
+        # string or a customer's message may sit. This one has no locals, and goes through
+        # desk.redact like every other error desk prints.
+        import traceback
+
+        self.bell()
+        error = self._exception
+        lines = traceback.format_exception(error) if error is not None else [
+            "desk: the app stopped on an error\n"]
+        self._exit_renderables.append(Text(redact("".join(lines)), style="red"))
+        self._close_messages_no_wait()
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
