@@ -96,9 +96,11 @@ def save(session: Session, attachment_id: int, folder: Path) -> Path:
     raise AttachmentError(f"{folder} already has {_MAX_NUMBERED} files named like {name}")
 
 
-def default_folder() -> Path:
-    """Where saved attachments go unless the agent says otherwise: desk's own folder in the
-    user's downloads."""
+def default_folder(configured: str | None = None) -> Path:
+    """Where saved attachments go unless the agent says otherwise: `[desk] attachments_dir`,
+    else desk's own folder in the user's downloads."""
+    if configured:
+        return Path(configured).expanduser()
     import platformdirs
 
     return Path(platformdirs.user_downloads_dir()) / "desk"

@@ -493,8 +493,8 @@ def cmd_attachments(args: argparse.Namespace) -> int:
                      f"{printable(info.content_type, single_line=True):<24} "
                      f"{printable(info.filename, single_line=True)}{kept}")
             return 0
-        folder = Path(args.to) if args.to else (
-            settings.desk.attachments_dir or attachments.default_folder())
+        folder = Path(args.to) if args.to else attachments.default_folder(
+            settings.desk.attachments_dir)
         try:
             path = attachments.save(session, args.id, folder)
         except attachments.AttachmentError as exc:

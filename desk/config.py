@@ -352,8 +352,9 @@ class DeskSettings(_Model):
     default_region: Annotated[str, AfterValidator(_check_region)] = "US"
     reopen_window_days: Annotated[int, Field(ge=0)] = 7
     bell: bool = False
-    # Where the app saves attachments (default: "desk" in the downloads folder).
-    attachments_dir: Path | None = None
+    # Where the app saves attachments (default: "desk" in the downloads folder); `~` is the
+    # agent's home.
+    attachments_dir: NonEmptyStr | None = None
 
 
 def _duration(value: object) -> int:

@@ -61,7 +61,8 @@ def test_a_hostile_name_is_saved_inside_the_chosen_folder(store, inbound, tmp_pa
     with store.session() as session:
         kept = session.get(StoredAttachment, attachment_id).filename
         path = save(session, attachment_id, folder)
-    assert kept == name  # the name is data: kept as the sender wrote it
+    # The name is data: kept as the sender wrote it (less NUL, which no text column takes).
+    assert kept == name.replace("\x00", "")
     assert path.parent == folder and list(folder.iterdir()) == [path]
     assert path.read_bytes() == b"%PDF-1.4 data"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -426,7 +426,7 @@ class MainScreen(Screen[None]):
             self.notify(f"#{ticket_id} has no attachment")
             return
         settings = self.app.settings  # type: ignore[attr-defined]
-        folder = settings.desk.attachments_dir or attachments.default_folder()
+        folder = attachments.default_folder(settings.desk.attachments_dir)
 
         def where(attachment_id: str | None) -> None:
             if attachment_id is None:
