@@ -8,7 +8,7 @@ customers or tickets; `desk` never imports a provider library directly.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -155,6 +155,17 @@ class TransientError(ConnectorError):
 
 class PermanentError(ConnectorError):
     """Retrying will not help: the provider refused (invalid number, bot blocked, 5xx SMTP)."""
+
+
+class SignInNeeded(PermanentError):
+    """The mailbox's OAuth sign-in has lapsed (its refresh token was revoked or expired): an
+    admin signs in again with `desk auth login NAME`; retrying cannot help until then."""
+
+
+# An OAuth 2.0 access token and when it expires (seconds since the epoch). A connector that
+# signs in with OAuth asks for one each time it connects, with `fresh=True` after the provider
+# refused the one it had. Raises SignInNeeded.
+TokenProvider = Callable[[bool], tuple[str, float]]
 
 
 class DeliveryUnknown(ConnectorError):

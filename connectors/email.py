@@ -16,11 +16,13 @@ import copy
 import email.utils
 import hashlib
 import logging
+import math
 import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -36,6 +38,8 @@ from connectors.base import (
     OutboundMessage,
     PermanentError,
     Receipt,
+    SignInNeeded,
+    TokenProvider,
     TransientError,
 )
 from connectors.mime import parse_email
@@ -64,6 +68,9 @@ class EmailConnector:
         )
         # Set by desk ([store] max_message_bytes): a larger message is read only up to it.
         self.max_message_bytes: int | None = None
+        # Set by desk when the mailbox signs in with OAuth (auth = "oauth2").
+        self.token_provider: TokenProvider | None = None
+        self._renew_at: dict[int, float] = {}  # id(session) -> when to sign in afresh
         self._client: imapclient.IMAPClient | None = None
         self._idler: imapclient.IMAPClient | None = None
         self._idle_lock = threading.Lock()
@@ -82,9 +89,9 @@ class EmailConnector:
             )
             if tls == "starttls":
                 client.starttls(self.ssl_context)
-            client.login(settings.username, settings.password.reveal())
+            self._renew_at[id(client)] = self._login(client)
         except imapclient.exceptions.LoginError as error:
-            # The server's words, never the password.
+            # The server's words, never the password or the token.
             raise PermanentError(f"IMAP login as {settings.username} refused: "
                                  f"{_text(error)}") from None
         except NETWORK_ERRORS as error:
@@ -92,13 +99,46 @@ class EmailConnector:
                                  f"{_text(error)}") from None
         return client
 
+    def _login(self, client: imapclient.IMAPClient) -> float:
+        """Sign in; returns when the session should be renewed (its access token's end is
+        near), or infinity for a password login."""
+        settings = self.settings
+        if settings.auth != "oauth2":
+            client.login(settings.username, settings.password.reveal())
+            return math.inf
+        tokens = self._token_provider()
+        bearer = b"AUTH=OAUTHBEARER" in client.capabilities()
+        for fresh in (False, True):
+            token, expires = tokens(fresh)
+            try:
+                if bearer:
+                    client.oauthbearer_login(settings.username, token)
+                else:
+                    client.oauth2_login(settings.username, token)
+            except imapclient.exceptions.LoginError:
+                if fresh:
+                    raise
+                continue  # the provider may have revoked it early: once more with a new one
+            return _renewal(expires)
+        raise AssertionError("unreachable")
+
+    def _token_provider(self) -> TokenProvider:
+        if self.token_provider is None:
+            raise PermanentError(f"{self.name} signs in with OAuth, but no token source was "
+                                 "given to it")
+        return self.token_provider
+
     def _imap(self) -> imapclient.IMAPClient:
+        if self._client is not None and time.time() >= self._renew_at.get(id(self._client), 0):
+            # Servers end a session whose token has expired; a new one starts cleanly.
+            self._drop()
         if self._client is None:
             self._client = self._connect()
         return self._client
 
     def _drop(self) -> None:
         client, self._client = self._client, None
+        self._renew_at.pop(id(client), None)
         _shutdown(client)
 
     def _folder_news(self, folder: str, state: Mapping[str, Any] | None) -> tuple[int, list[int]]:
@@ -217,9 +257,17 @@ class EmailConnector:
                 self._idler = client
             idler = self._idler
         idler.idle()
+        renew = False
         try:
             deadline = timeout
+            renew_at = self._renew_at.get(id(idler), math.inf)
             while deadline > 0 and not self._closing:
+                if time.time() >= renew_at:
+                    # The token this session signed in with is ending: stop here, and the
+                    # next wait starts a session with a fresh one. Mail that arrives in
+                    # between is found by the fetch that follows.
+                    renew = True
+                    return
                 step = min(deadline, 1.0)  # wake up to notice aclose()
                 responses = idler.idle_check(timeout=step)
                 if any(kind in (b"EXISTS", b"RECENT") for _n, kind in
@@ -232,9 +280,13 @@ class EmailConnector:
             except NETWORK_ERRORS:
                 self._drop_idler()
                 raise
+            if renew:
+                with self._idle_lock:
+                    self._drop_idler()
 
     def _drop_idler(self) -> None:
         idler, self._idler = self._idler, None
+        self._renew_at.pop(id(idler), None)
         _shutdown(idler)
 
     # ---- SMTP -----------------------------------------------------------------------------
@@ -320,9 +372,14 @@ class EmailConnector:
                 # Without EHLO first, has_extn knows no extension: over SSL or plain SMTP the
                 # login would be skipped and the mail sent unauthenticated (or refused).
                 server.ehlo_or_helo_if_needed()
-                if settings.smtp_password is not None and server.has_extn("auth"):
+                if settings.auth == "oauth2":
+                    self._smtp_oauth(server)
+                elif settings.smtp_password is not None and server.has_extn("auth"):
                     server.login(settings.smtp_username, settings.smtp_password.reveal())
                 refused = server.send_message(mail, to_addrs=[to])
+        except SignInNeeded as error:
+            # The reply waits for the admin to sign in again; it is not the reply's fault.
+            raise TransientError(error.reason) from None
         except smtplib.SMTPRecipientsRefused as error:
             code, reply = next(iter(error.recipients.values()))
             raise _smtp_error(code, reply) from None
@@ -334,6 +391,17 @@ class EmailConnector:
         if refused:
             code, reply = next(iter(refused.values()))
             raise _smtp_error(code, reply)
+
+    def _smtp_oauth(self, server: smtplib.SMTP) -> None:
+        tokens = self._token_provider()
+        for fresh in (False, True):
+            token, _expires = tokens(fresh)
+            try:
+                server.auth("XOAUTH2", _xoauth2(self.settings.smtp_username, token))
+                return
+            except smtplib.SMTPAuthenticationError:
+                if fresh:
+                    raise
 
     def _append_sent(self, mail: EmailMessage) -> None:
         client = self._connect()
@@ -352,6 +420,23 @@ class EmailConnector:
         self._drop()
         with self._idle_lock:
             self._drop_idler()
+
+
+def _renewal(expires: float) -> float:
+    """When a session signed in with a token ending at `expires` should start afresh: a fifth
+    of the token's remaining life (at most 30 s) before its end."""
+    left = max(expires - time.time(), 0.0)
+    return expires - min(30.0, left / 5)
+
+
+def _xoauth2(user: str, token: str) -> Callable[..., str]:
+    """smtplib's auth object for XOAUTH2: the initial response, then an empty answer to the
+    server's error challenge, so the server ends the exchange with its 535."""
+
+    def answer(challenge: bytes | None = None) -> str:
+        return "" if challenge is not None else f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+    return answer
 
 
 def _shutdown(client: imapclient.IMAPClient | None) -> None:

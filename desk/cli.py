@@ -505,6 +505,59 @@ def cmd_attachments(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_auth(args: argparse.Namespace) -> int:
+    from desk import oauth
+
+    settings, store = _open(args)
+    mailboxes = [c for c in settings.connectors
+                 if c.type == "email" and getattr(c, "auth", None) == "oauth2"]
+    if args.action == "status":
+        found = oauth.status(store, mailboxes)  # type: ignore[arg-type]
+        if args.json:
+            _json({"connectors": found})
+            return 0
+        if not found:
+            _out('no connector signs in with OAuth (auth = "oauth2")')
+        for entry in found:
+            who = printable(entry["signed_in_as"] or "", single_line=True)
+            line = f"{entry['connector']}: {entry['state']}"
+            if entry["state"] == "signed in":
+                line += (f" as {who}; access token until {entry['access_expires_at']}, "
+                         f"last refresh {entry['last_refresh_at']}")
+            elif entry["state"] == "sign-in needed":
+                line += (f" ({printable(entry['reason'] or '', single_line=True)});"
+                         f" was signed in as {who}")
+            if entry["command"]:
+                line += f"; run {entry['command']}"
+            _out(line)
+        return 0
+    config = next((c for c in mailboxes if c.name == args.connector), None)
+    if config is None:
+        named = next((c for c in settings.connectors if c.name == args.connector), None)
+        raise CommandError(f'no connector named "{args.connector}"' if named is None else
+                           f'connector "{args.connector}" does not sign in with OAuth '
+                           '(set auth = "oauth2")')
+    if args.action == "logout":
+        gone = oauth.sign_out(store, config.name)
+        _out(f"{config.name}: signed out" if gone else f"{config.name}: was not signed in")
+        return 0
+    try:
+        use_device = oauth.endpoints(config).device is not None and not args.browser  # type: ignore[arg-type]
+        if use_device:
+            tokens = oauth.device_login(config)  # type: ignore[arg-type]
+        else:
+            tokens = oauth.code_login(config, open_browser=not args.no_browser)  # type: ignore[arg-type]
+        oauth.save_sign_in(store, config, tokens)  # type: ignore[arg-type]
+    except oauth.OAuthError as exc:
+        raise CommandError(f"{config.name}: {exc}") from None
+    except KeyboardInterrupt:
+        _out(f"{config.name}: sign-in cancelled", sys.stderr)
+        return 130
+    _out(f"{config.name}: signed in as {printable(tokens.account or config.username)}; "
+         f"access token until {tokens.expires_at:%Y-%m-%d %H:%M} UTC. desk sync keeps it fresh.")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from desk.store_copy import CopyError, copy_store
 
@@ -551,6 +604,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from desk import lease
     from desk.models import SyncState
+    from desk.oauth import sign_in_needed
     from desk.store import outbox_backlog, recent_inbound, summary
     from desk.timeutil import iso
 
@@ -563,6 +617,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             backlog = outbox_backlog(session)
             daemons = lease.live(session, lease.daemon_role(""))
             running_at = lease.live(session, lease.connector_role(""))
+        lapsed = sign_in_needed(store)
     except ProgrammingError as exc:
         if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
             raise
@@ -581,6 +636,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             "last_error_at": iso(state.last_error_at) if state else None,
             "messages_last_hour": recent.get(config.name, 0),
             "cursor": json.loads(state.cursor) if state else None,
+            # OAuth mailboxes whose refresh token was revoked or expired: nothing is fetched
+            # or sent until an admin signs in again.
+            "state": "sign-in needed" if config.name in lapsed else (
+                "failing" if state and state.last_error_at and (
+                    not state.last_success_at or state.last_error_at > state.last_success_at)
+                else "ok"),
+            "sign_in": (f"desk auth login {config.name}" if config.name in lapsed else None),
         })
     running = [{"holder": held.holder, "since": iso(held.acquired_at),
                 "lease_expires": iso(held.expires_at),
@@ -609,6 +671,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if c["last_error"]:
             error = printable(c["last_error"], single_line=True)
             line += f"; last error {c['last_error_at']}: {error}"
+        if c["sign_in"]:
+            line += f"; SIGN-IN NEEDED: run {c['sign_in']}"
         _out(line)
     return 0
 
@@ -734,6 +798,20 @@ def build_parser() -> argparse.ArgumentParser:
     asave.add_argument("id", type=int, help="the attachment's id (from list)")
     asave.add_argument("--to", metavar="DIR",
                        help="the folder (default: [desk] attachments_dir, else desk in Downloads)")
+
+    auth = add("auth", cmd_auth, "sign a mailbox in with OAuth 2.0 (Microsoft 365, Google)")
+    authsub = auth.add_subparsers(dest="action", required=True, metavar="ACTION")
+    login = authsub.add_parser("login", help="sign CONNECTOR in: a code to enter on any "
+                               "device, or a browser sign-in")
+    login.add_argument("connector")
+    login.add_argument("--browser", action="store_true",
+                       help="the browser sign-in even where the device code is offered")
+    login.add_argument("--no-browser", action="store_true",
+                       help="print the address instead of opening a browser here")
+    astatus = authsub.add_parser("status", help="who each OAuth mailbox is signed in as")
+    astatus.add_argument("--json", action="store_true")
+    logout = authsub.add_parser("logout", help="forget CONNECTOR's tokens")
+    logout.add_argument("connector")
 
     search = add("search", cmd_search, "full-text search, newest first")
     search.add_argument("query", nargs="+")

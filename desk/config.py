@@ -427,18 +427,76 @@ class EmailConnectorSettings(ConnectorSettings):
     imap_port: Port
     imap_tls: Tls = "ssl"
     username: NonEmptyStr
-    password: Secret
+    # How the mailbox signs in: its password, or OAuth 2.0 tokens from `desk auth login`.
+    auth: Literal["password", "oauth2"] = "password"
+    password: Secret | None = Field(default=None, validate_default=True)
     folders: Annotated[list[NonEmptyStr], Field(min_length=1)] = ["INBOX"]
     mark_seen: bool = False
     smtp_host: NonEmptyStr
     smtp_port: Port
     smtp_tls: Tls = "starttls"
     smtp_username: NonEmptyStr
-    smtp_password: Secret
+    smtp_password: Secret | None = Field(default=None, validate_default=True)
     from_address: Annotated[str, AfterValidator(_check_email_address)]
     sent_folder: NonEmptyStr | None = None
     idle: bool = True
     batch_size: Annotated[int, Field(gt=0)] = 500
+    # OAuth 2.0 (auth = "oauth2"): the app registration and, for "custom", its endpoints.
+    oauth_provider: Literal["microsoft", "google", "custom"] | None = Field(
+        default=None, validate_default=True)
+    oauth_client_id: NonEmptyStr | None = Field(default=None, validate_default=True)
+    oauth_client_secret: Secret | None = Field(default=None, validate_default=True)
+    oauth_tenant: NonEmptyStr | None = Field(default=None, validate_default=True)
+    oauth_scopes: list[NonEmptyStr] | None = Field(default=None, validate_default=True)
+    oauth_device_endpoint: HttpUrl | None = Field(default=None, validate_default=True)
+    oauth_authorize_endpoint: HttpUrl | None = Field(default=None, validate_default=True)
+    oauth_token_endpoint: HttpUrl | None = Field(default=None, validate_default=True)
+
+    @field_validator("password", "smtp_password")
+    @classmethod
+    def _password_with_password_auth(cls, value: Secret | None, info: ValidationInfo
+                                     ) -> Secret | None:
+        auth = info.data.get("auth")
+        if auth == "password" and value is None:
+            if info.field_name == "smtp_password":
+                return value  # derived from password: its absence is reported there
+            raise _invalid('is required (or set auth = "oauth2" and sign in with '
+                           "desk auth login)", at="auth" if "auth" in info.data else None)
+        if auth == "oauth2" and value is not None:
+            raise _invalid('does not apply with auth = "oauth2": the mailbox signs in with '
+                           "OAuth tokens; remove it")
+        return value
+
+    @field_validator("oauth_provider", "oauth_client_id", "oauth_client_secret",
+                     "oauth_tenant", "oauth_scopes", "oauth_device_endpoint",
+                     "oauth_authorize_endpoint", "oauth_token_endpoint")
+    @classmethod
+    def _oauth_keys_with_oauth_auth(cls, value: Any, info: ValidationInfo) -> Any:
+        auth, provider = info.data.get("auth"), info.data.get("oauth_provider")
+        key = info.field_name
+        if auth != "oauth2":
+            if value is not None and auth == "password":
+                raise _invalid('applies only with auth = "oauth2"; a mailbox signing in with '
+                               "a password has no OAuth keys")
+            return value
+        if key == "oauth_provider" and value is None:
+            raise _invalid('is required with auth = "oauth2": microsoft, google or custom',
+                           at="auth")
+        if key == "oauth_client_id" and value is None:
+            raise _invalid('is required with auth = "oauth2": the application (client) id of '
+                           "your app registration", at="auth")
+        if key == "oauth_tenant" and value is not None and provider not in (None, "microsoft"):
+            raise _invalid('applies only with oauth_provider = "microsoft"')
+        if key.endswith("_endpoint") and provider in ("microsoft", "google") and value:
+            raise _invalid(f'applies only with oauth_provider = "custom" ({provider}\'s are'
+                           " built in)")
+        if key == "oauth_token_endpoint" and provider == "custom" and value is None:
+            raise _invalid('is required with oauth_provider = "custom"', at="oauth_provider")
+        if (key == "oauth_authorize_endpoint" and provider == "custom" and value is None
+                and info.data.get("oauth_device_endpoint") is None):
+            raise _invalid('or oauth_device_endpoint is required with oauth_provider = "custom":'
+                           " how the admin signs in", at="oauth_provider")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -185,6 +185,23 @@ class SyncState(SQLModel, table=True):
     last_error_at: datetime | None = None
 
 
+class OAuthToken(SQLModel, table=True):
+    """A connector's OAuth 2.0 sign-in (`desk auth login`). The refresh token is a secret: on
+    PostgreSQL only the daemon's and the owner's roles may read this table (desk.roles), and
+    desk never prints, logs or exports it."""
+
+    connector: str = Field(primary_key=True)
+    provider: str
+    account: str | None = None  # who signed in, from the ID token: for display
+    refresh_token: str | None = Field(default=None, sa_column=Column(Text))
+    access_token: str | None = Field(default=None, sa_column=Column(Text))
+    access_expires_at: datetime | None = None
+    last_refresh_at: datetime | None = None
+    state: str = "signed_in"  # signed_in | sign_in_needed
+    reason: str | None = None  # why a new sign-in is needed, in the provider's words
+    updated_at: datetime
+
+
 class Event(SQLModel, table=True):
     """Audit trail: status, assignment, tags, merges, identity links."""
 

@@ -33,7 +33,7 @@ Kind = Literal["agent", "daemon"]
 
 # Tables only the daemon touches: connector cursors (and the secrets a connector keeps with
 # them) and the leases by which daemons share connectors.
-DAEMON_TABLES = frozenset({"syncstate", "lease"})
+DAEMON_TABLES = frozenset({"syncstate", "lease", "oauthtoken"})
 READ_ONLY_TABLES = frozenset({"meta"})  # the schema version, store id, search configuration
 APPEND_ONLY_TABLES = frozenset({"event"})  # the audit trail
 

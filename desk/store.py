@@ -35,7 +35,7 @@ from desk import dialects, models, roles, ticket_figures
 from desk.models import Customer, Event, Identity, Message, Meta, SyncState, Ticket, TicketTag
 from desk.timeutil import utcnow
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class StoreError(Exception):
@@ -166,8 +166,13 @@ def _attachments_by_hash(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE attachment DROP COLUMN data")
 
 
+def _add_oauth_tokens(conn: Connection) -> None:
+    models.OAuthToken.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _add_presence, 2: _add_lease, 3: _add_ticket_figures, 4: _attachments_by_hash,
+    5: _add_oauth_tokens,
 }
 
 

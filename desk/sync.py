@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from connectors.base import Connector
+from connectors.base import Connector, SignInNeeded
 from desk import lease
 from desk.config import AnyConnectorSettings, Settings
 from desk.ingest import IngestOptions, IngestResult, ingest
@@ -34,6 +34,8 @@ from desk.tickets import wake_snoozed
 from desk.timeutil import utcnow
 
 log = logging.getLogger("desk.sync")
+# How often a connector waiting for a new OAuth sign-in looks for one.
+SIGN_IN_POLL_SECONDS = 5.0
 
 # The module implementing each connector type; each exposes `from_settings(settings)`.
 CONNECTOR_MODULES = {
@@ -55,8 +57,8 @@ def ingest_options(settings: Settings) -> IngestOptions:
     )
 
 
-def build_connector(config: AnyConnectorSettings, max_message_bytes: int | None = None
-                    ) -> Connector:
+def build_connector(config: AnyConnectorSettings, max_message_bytes: int | None = None,
+                    store: Store | None = None) -> Connector:
     module_name = CONNECTOR_MODULES[config.type]
     try:
         module = importlib.import_module(module_name)
@@ -72,6 +74,10 @@ def build_connector(config: AnyConnectorSettings, max_message_bytes: int | None 
         # A connector that can read part of a message (IMAP) stops at the limit, so a huge
         # one is never held in memory whole.
         connector.max_message_bytes = max_message_bytes
+    if getattr(config, "auth", None) == "oauth2" and store is not None:
+        from desk.oauth import TokenSource
+
+        connector.token_provider = TokenSource(store, config)  # type: ignore[attr-defined,arg-type]
     return connector
 
 
@@ -154,7 +160,7 @@ async def run_once(
         for config in configs:
             try:
                 connector = running.get(config.name) or build_connector(
-                    config, options.max_message_bytes)
+                    config, options.max_message_bytes, store)
                 running[config.name] = connector
                 report.fetched[config.name] = await fetch_into_store(
                     store, connector, options, progress=_reporter(config.name, connector, progress))
@@ -190,10 +196,11 @@ async def watch_connector(
     for news (IMAP IDLE where the connector can push, else `poll_interval`). Errors are
     recorded and retried with capped exponential backoff and jitter; they never end the loop."""
     failures = 0
+    signed_out = False
     while True:
         try:
             await fetch_into_store(store, connector, options)
-            failures = 0
+            failures, signed_out = 0, False
             wait = getattr(connector, "wait", None)
             if wait is not None:
                 await wait(poll_interval)
@@ -201,6 +208,14 @@ async def watch_connector(
                 await asyncio.sleep(poll_interval)
         except asyncio.CancelledError:
             raise
+        except SignInNeeded as exc:
+            # Retrying cannot help until an admin signs in again: say so once, then look
+            # every few seconds so a new sign-in is used at once.
+            if not signed_out:
+                log.warning("%s: %s", connector.name, exc.reason)
+                await asyncio.to_thread(record_error, store, connector.name, exc.reason)
+            signed_out = True
+            await asyncio.sleep(SIGN_IN_POLL_SECONDS)
         except Exception as exc:
             failures += 1
             reason = f"{type(exc).__name__}: {exc}"
@@ -300,7 +315,7 @@ class ConnectorPool:
         log.info("%s: running it here", config.name)
         self._tasks[config.name] = []
         try:
-            connector = build_connector(config, self.options.max_message_bytes)
+            connector = build_connector(config, self.options.max_message_bytes, self.store)
         except Exception as exc:  # e.g. a type this desk lacks: recorded, others carry on
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("%s: %s", config.name, reason)

@@ -1,6 +1,11 @@
 """Real peers for the connector tests: a throwaway Dovecot (IMAP + LMTP) on loopback and an
 aiosmtpd sink. A peer that is not installed skips its tests locally, and fails them under
-CI=true (CI installs every peer)."""
+CI=true (CI installs every peer).
+
+`start_dovecot(oauth_introspection_url=...)` gives a Dovecot that signs in with OAuth 2.0 bearer
+tokens only (XOAUTH2, OAUTHBEARER), each checked at that RFC 7662 introspection URL (see
+tests/fake_oauth.py); its test helpers (`append`, `reset`) then work through doveadm, since
+no password login exists."""
 
 from __future__ import annotations
 
@@ -88,6 +93,49 @@ def wait_banner(port: int, banner: bytes, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+# PEERS.md 1b: the oauth2 passdb asks the provider about every token; there is no password.
+# The static userdb would check that a user exists (for LMTP and doveadm) by a passdb lookup,
+# which the oauth2 passdb cannot answer ("All password databases were skipped"; Dovecot 2.3.19
+# also skips a `mechanisms = none` passdb there), so users are listed in a passwd-file userdb.
+OAUTH_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/oauth2.conf.ext
+}}
+"""
+
+# A refused token is answered after auth_failure_delay (2 s). On top of that, Dovecot makes
+# every login from an IP that failed recently wait 4, 8, then 15 s, even with a good token:
+# over a test session that adds up and outlasts client timeouts. Without access to anvil's
+# penalty socket, the auth process does without (login_trusted_networks does not help: 2.3.19
+# sends no `no-penalty` for trusted clients).
+NO_AUTH_PENALTY = """\
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+"""
+
+OAUTH_USERDB = """\
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {d}/users
+  default_fields = uid=nobody gid=nogroup home={d}/mail/%u
+}}
+"""
+
+OAUTH2_CONF_EXT = """\
+introspection_url = {url}
+introspection_mode = post
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
+"""
+
 TLS_CONF = """
 ssl = yes
 ssl_cert = <{d}/cert.pem
@@ -105,7 +153,8 @@ service imap-login {{
 @dataclass
 class Dovecot:
     """A Dovecot of our own: config, users and Maildirs in a temp dir. With `tls`, it has a
-    self-signed certificate for localhost: IMAPS on `imaps_port`, STARTTLS on `imap_port`."""
+    self-signed certificate for localhost: IMAPS on `imaps_port`, STARTTLS on `imap_port`.
+    With `oauth_introspection_url`, logins are by bearer token only (see OAUTH_PASSDB)."""
 
     root: Path
     tls: bool = False
@@ -113,6 +162,7 @@ class Dovecot:
     imaps_port: int = field(default_factory=free_port)
     lmtp_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    oauth_introspection_url: str | None = None
 
     @property
     def ca_file(self) -> Path:
@@ -130,6 +180,8 @@ class Dovecot:
         (self.root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
         conf = DOVECOT_CONF.format(d=self.root, imap_port=self.imap_port,
                                    lmtp_port=self.lmtp_port)
+        if self.oauth_introspection_url is not None:
+            conf = self._oauth(conf)
         if self.tls:
             subprocess.run(
                 ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -141,6 +193,21 @@ class Dovecot:
                 "disable_plaintext_auth = no", "disable_plaintext_auth = yes")
             conf += TLS_CONF.format(d=self.root, imaps_port=self.imaps_port)
         self.conf.write_text(conf)
+
+    @property
+    def oauth(self) -> bool:
+        return self.oauth_introspection_url is not None
+
+    def _oauth(self, conf: str) -> str:
+        (self.root / "oauth2.conf.ext").write_text(
+            OAUTH2_CONF_EXT.format(url=self.oauth_introspection_url))
+        (self.root / "users").write_text(f"{USER}::::::\n")
+        password_passdb = conf[conf.index("passdb {"):conf.index("userdb {")]
+        static_userdb = conf[conf.index("userdb {"):conf.index("service imap-login {")]
+        return conf.replace(
+            "auth_mechanisms = plain login", "auth_mechanisms = xoauth2 oauthbearer"
+        ).replace(password_passdb, OAUTH_PASSDB.format(d=self.root)).replace(
+            static_userdb, OAUTH_USERDB.format(d=self.root)) + NO_AUTH_PENALTY
 
     def start(self) -> None:
         self.process = subprocess.Popen(["dovecot", "-F", "-c", str(self.conf)])
@@ -159,11 +226,16 @@ class Dovecot:
         return subprocess.run(["doveadm", "-c", str(self.conf), *args], check=True,
                               capture_output=True, text=True).stdout
 
-    def client(self) -> Any:
+    def client(self, token: str | None = None) -> Any:
+        """An IMAPClient logged in with the password, or with `token` by XOAUTH2 (the only
+        way into an OAuth Dovecot)."""
         import imapclient
 
         client = imapclient.IMAPClient("127.0.0.1", port=self.imap_port, ssl=False, timeout=10)
-        client.login(USER, PASSWORD)
+        if token is not None:
+            client.oauth2_login(USER, token)
+        else:
+            client.login(USER, PASSWORD)
         return client
 
     def client_tls(self) -> Any:
@@ -177,7 +249,17 @@ class Dovecot:
         client.login(USER, PASSWORD)
         return client
 
+    def folders(self) -> list[str]:
+        return self.doveadm("mailbox", "list", "-u", USER).splitlines()
+
     def append(self, *messages: bytes, folder: str = "INBOX") -> None:
+        if self.oauth:  # no password to log in with: doveadm needs none
+            if folder not in self.folders():
+                self.doveadm("mailbox", "create", "-u", USER, folder)
+            for raw in messages:
+                subprocess.run(["doveadm", "-c", str(self.conf), "save", "-u", USER, "-m", folder],
+                               input=raw, check=True, capture_output=True)
+            return
         client = self.client()
         try:
             if not client.folder_exists(folder):
@@ -189,6 +271,13 @@ class Dovecot:
 
     def reset(self) -> None:
         """Every folder emptied and removed but INBOX (between tests)."""
+        if self.oauth:
+            # Children sort after their parent: deleting in reverse order empties parents first.
+            for name in sorted(self.folders(), reverse=True):
+                if name != "INBOX":
+                    self.doveadm("mailbox", "delete", "-u", USER, name)
+            self.doveadm("expunge", "-u", USER, "mailbox", "INBOX", "all")
+            return
         client = self.client()
         try:
             for _flags, _sep, name in client.list_folders():
@@ -215,7 +304,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-def start_dovecot(*, tls: bool = False) -> Dovecot:
+def start_dovecot(*, tls: bool = False, oauth_introspection_url: str | None = None) -> Dovecot:
+    """A running Dovecot; with `oauth_introspection_url` (an RFC 7662 endpoint, e.g.
+    fake_oauth's base URL + "/introspect"), one that takes bearer tokens instead of passwords."""
     if not shutil.which("dovecot"):
         missing_peer("Dovecot is not installed: apt-get install -y dovecot-imapd dovecot-lmtpd")
     if tls and not shutil.which("openssl"):
@@ -223,7 +314,7 @@ def start_dovecot(*, tls: bool = False) -> Dovecot:
     # Short (sockets live under it) and traversable by Dovecot's own users.
     root = Path(tempfile.mkdtemp(prefix="dc-", dir="/tmp"))
     root.chmod(0o755)
-    server = Dovecot(root, tls=tls)
+    server = Dovecot(root, tls=tls, oauth_introspection_url=oauth_introspection_url)
     server.setup()
     server.start()
     return server

@@ -409,3 +409,55 @@ def test_the_store_password_is_a_reference_checked_like_the_others(tmp_path: Pat
     settings = load_config(path, env={"DESK_DB_PASSWORD": "s3cret"}, check_secrets=True)
     assert settings.store.password.reveal({"DESK_DB_PASSWORD": "s3cret"}) == "s3cret"
     assert "s3cret" not in repr(settings.store)
+
+
+OAUTH = EMAIL.replace('password = "env:DESK_MAIL_PASSWORD"\n', "") + """auth = "oauth2"
+oauth_provider = "microsoft"
+oauth_client_id = "11111111-2222-3333-4444-555555555555"
+oauth_tenant = "contoso.onmicrosoft.com"
+"""
+
+
+def test_an_oauth_mailbox_needs_no_password_and_gets_the_providers_endpoints(
+    tmp_path: Path
+) -> None:
+    from desk.oauth import endpoints
+
+    (mail,) = load_config(write(tmp_path, OAUTH), env={}, check_secrets=True).connectors
+    assert isinstance(mail, EmailConnectorSettings)
+    assert (mail.auth, mail.password, mail.smtp_password) == ("oauth2", None, None)
+    where = endpoints(mail)
+    assert where.device == ("https://login.microsoftonline.com/contoso.onmicrosoft.com"
+                            "/oauth2/v2.0/devicecode")
+    assert where.token.endswith("/contoso.onmicrosoft.com/oauth2/v2.0/token")
+    assert "offline_access" in where.scopes
+    assert "https://outlook.office.com/IMAP.AccessAsUser.All" in where.scopes
+    google = OAUTH.replace('"microsoft"', '"google"').replace(
+        'oauth_tenant = "contoso.onmicrosoft.com"\n', "")
+    (gmail,) = load_config(write(tmp_path, google), env={}).connectors
+    assert endpoints(gmail).device is None  # Google's device grant excludes the Gmail scope
+    assert endpoints(gmail).scopes == ("https://mail.google.com/",)
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda t: t.replace('oauth_client_id = "11111111-2222-3333-4444-555555555555"\n', ""),
+     'config.toml:9: connector "support-mail": oauth_client_id is required with auth = '
+     '"oauth2": the application (client) id of your app registration'),
+    (lambda t: t + 'password = "env:DESK_MAIL_PASSWORD"\n',
+     'config.toml:13: connector "support-mail": password does not apply with auth = "oauth2":'
+     " the mailbox signs in with OAuth tokens; remove it"),
+    (lambda t: EMAIL + 'oauth_client_id = "abc"\n',
+     'config.toml:10: connector "support-mail": oauth_client_id applies only with auth = '
+     '"oauth2"; a mailbox signing in with a password has no OAuth keys'),
+    (lambda t: t.replace('"microsoft"', '"custom"').replace(
+        'oauth_tenant = "contoso.onmicrosoft.com"\n', ""),
+     'config.toml:10: connector "support-mail": oauth_token_endpoint is required with '
+     'oauth_provider = "custom"'),
+    (lambda t: t + 'oauth_token_endpoint = "https://login.example.com/token"\n',
+     'config.toml:13: connector "support-mail": oauth_token_endpoint applies only with '
+     'oauth_provider = "custom" (microsoft\'s are built in)'),
+])
+def test_oauth_and_password_keys_do_not_mix(tmp_path: Path, change, expected: str) -> None:
+    with pytest.raises(ConfigError) as failure:
+        load_config(write(tmp_path, change(OAUTH)), env={})
+    assert expected in [str(e).replace(f"{tmp_path}/", "") for e in failure.value.errors]

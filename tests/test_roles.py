@@ -132,9 +132,9 @@ def test_an_agent_works_tickets_but_cannot_change_the_schema_or_read_cursors(
     shown = granted(out)
     assert shown.pop("select, insert") == ["event"]
     assert shown.pop("select") == ["meta"]
-    assert shown.pop("nothing") == ["lease", "syncstate"]
+    assert shown.pop("nothing") == ["lease", "oauthtoken", "syncstate"]
     assert shown.pop("select, insert, update, delete") == sorted(
-        set(TABLES) - {"event", "meta", "lease", "syncstate"})  # every other table
+        set(TABLES) - {"event", "meta", "lease", "syncstate", "oauthtoken"})  # every other table
     assert "message_id_seq" in shown.pop("usage (new ids)")
     assert shown == {}
     assert PASSWORD not in out
@@ -174,6 +174,7 @@ def test_an_agent_works_tickets_but_cannot_change_the_schema_or_read_cursors(
             "CREATE INDEX ix_x ON ticket (subject)",
             "TRUNCATE message",
             "SELECT * FROM syncstate",
+            "SELECT refresh_token FROM oauthtoken",
             "SELECT * FROM lease",
             "INSERT INTO syncstate (connector, cursor, updated_at) VALUES ('x', '{}', now())",
             "UPDATE event SET kind = 'nothing happened'",

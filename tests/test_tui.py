@@ -597,6 +597,24 @@ async def test_a_crash_report_shows_no_local_variables_and_no_secret(
     assert "conninfo = " not in err  # Textual's own report lists every frame's locals
 
 
+async def test_a_lapsed_oauth_sign_in_shows_in_a_bar_with_the_command(app, ids, store) -> None:
+    from textual.widgets import Static
+
+    from desk.models import OAuthToken
+
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        alerts = app.screen.query_one("#alerts", Static)
+        assert not alerts.display  # every sign-in is fine: no bar
+        with store.transaction() as session:
+            session.add(OAuthToken(connector="mail", provider="microsoft", state="sign_in_needed",
+                                   reason="invalid_grant: consent revoked",
+                                   updated_at=tui_store.NOW))
+        app.check_sign_ins()
+        await until(app, pilot, lambda: alerts.display)
+        assert "⚠ mail: sign-in needed, run desk auth login mail" in str(alerts.render())
+
+
 # ---- customers --------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.text import Text
+from sqlalchemy.exc import DBAPIError
 from textual import work
 from textual.app import App, SystemCommand
 from textual.message import Message
@@ -18,6 +19,7 @@ from textual.worker import get_current_worker
 from desk import views
 from desk.config import Settings
 from desk.keys import APP, MAIN
+from desk.oauth import sign_in_needed
 from desk.redact import redact
 from desk.store import Store
 from desk.textsafe import printable
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from desk.tui.screens.composer import Draft
 
 LIVE_POLL_SECONDS = 1.0
+SIGN_IN_CHECK_SECONDS = 10.0
 PALETTE_AREAS = {"ticket": "ticket", "customer": "customer", "app": "app"}
 
 
@@ -57,6 +60,7 @@ class DeskApp(App[None]):
         self.first_page: views.Prefetch | None = views.Prefetch(store, "open", self.agent, PAGE)
         self._data_version: int | None = None
         self._seen_message_id: int | None = None
+        self._sign_ins_unreadable = False
         self.set_keymap(settings.keymap)
 
     def _fatal_error(self) -> None:
@@ -82,6 +86,26 @@ class DeskApp(App[None]):
             # to see the daemon's (or another agent's) writes without re-reading anything.
             self.set_interval(LIVE_POLL_SECONDS, self.poll_store)
         self.poll_store()
+        self.set_interval(SIGN_IN_CHECK_SECONDS, self.check_sign_ins)
+        self.check_sign_ins()
+
+    @work(thread=True, exclusive=True, group="sign-ins", exit_on_error=False)
+    def check_sign_ins(self) -> None:
+        if self._sign_ins_unreadable:
+            return
+        try:
+            lapsed = sign_in_needed(self.store)
+        except DBAPIError:
+            # An agent's database role may not read sign-ins (PostgreSQL): `desk status`
+            # under the daemon's role is where an admin sees them.
+            self._sign_ins_unreadable = True
+            return
+        self.call_from_thread(self._show_sign_ins, lapsed)
+
+    def _show_sign_ins(self, lapsed: dict[str, str]) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, MainScreen):
+                screen.show_sign_ins_needed(lapsed)
 
     @work(thread=True, exclusive=True, group="listen", exit_on_error=False)
     def listen_store(self) -> None:

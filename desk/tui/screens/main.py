@@ -17,7 +17,7 @@ from textual.events import Resize
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, OptionList
+from textual.widgets import Footer, OptionList, Static
 
 from desk import attachments, identity, views
 from desk import tickets as ticket_actions
@@ -75,6 +75,7 @@ class MainScreen(Screen[None]):
         self._counted = False
 
     def compose(self) -> ComposeResult:
+        yield Static("", id="alerts")
         with Horizontal(id="panes"):
             yield QueueList(self.queue, id="queues")
             yield TicketList(self._loader(), id="tickets")
@@ -93,7 +94,17 @@ class MainScreen(Screen[None]):
         self.app.first_page = None  # type: ignore[attr-defined]
         return first_page.loader_with(loader)
 
+    def show_sign_ins_needed(self, lapsed: dict[str, str]) -> None:
+        """The connectors whose OAuth sign-in lapsed: nothing arrives through them until an
+        admin signs in again, which every agent should know."""
+        alerts = self.query_one("#alerts", Static)
+        alerts.display = bool(lapsed)
+        alerts.update(Text(" · ".join(
+            f"⚠ {printable(name, single_line=True)}: sign-in needed, run "
+            f"desk auth login {printable(name, single_line=True)}" for name in sorted(lapsed))))
+
     def on_mount(self) -> None:
+        self.query_one("#alerts", Static).display = False
         self.query_one(PresenceBar).display = False
         tickets = self.query_one(TicketList)
         tickets.reload()
