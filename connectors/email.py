@@ -22,6 +22,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -70,7 +71,9 @@ class EmailConnector:
         self.max_message_bytes: int | None = None
         # Set by desk when the mailbox signs in with OAuth (auth = "oauth2").
         self.token_provider: TokenProvider | None = None
-        self._renew_at: dict[int, float] = {}  # id(session) -> when to sign in afresh
+        # When each session should sign in afresh; gone with the session.
+        self._renew_at: weakref.WeakKeyDictionary[imapclient.IMAPClient, float] = (
+            weakref.WeakKeyDictionary())
         self._client: imapclient.IMAPClient | None = None
         self._idler: imapclient.IMAPClient | None = None
         self._idle_lock = threading.Lock()
@@ -82,6 +85,9 @@ class EmailConnector:
     def _connect(self) -> imapclient.IMAPClient:
         settings = self.settings
         tls = settings.imap_tls
+        # A mailbox waiting for a new sign-in fails here, before any connection is opened.
+        first = self._token_provider()(False) if settings.auth == "oauth2" else None
+        client: imapclient.IMAPClient | None = None
         try:
             client = imapclient.IMAPClient(
                 settings.imap_host, port=settings.imap_port, ssl=tls == "ssl",
@@ -89,38 +95,43 @@ class EmailConnector:
             )
             if tls == "starttls":
                 client.starttls(self.ssl_context)
-            self._renew_at[id(client)] = self._login(client)
+            self._renew_at[client] = self._login(client, first)
         except imapclient.exceptions.LoginError as error:
+            _shutdown(client)
             # The server's words, never the password or the token.
             raise PermanentError(f"IMAP login as {settings.username} refused: "
                                  f"{_text(error)}") from None
         except NETWORK_ERRORS as error:
+            _shutdown(client)
             raise TransientError(f"IMAP {settings.imap_host}:{settings.imap_port}: "
                                  f"{_text(error)}") from None
+        except BaseException:
+            _shutdown(client)
+            raise
         return client
 
-    def _login(self, client: imapclient.IMAPClient) -> float:
+    def _login(self, client: imapclient.IMAPClient, first: tuple[str, float] | None) -> float:
         """Sign in; returns when the session should be renewed (its access token's end is
         near), or infinity for a password login."""
         settings = self.settings
-        if settings.auth != "oauth2":
+        if first is None:
             client.login(settings.username, settings.password.reveal())
             return math.inf
-        tokens = self._token_provider()
         bearer = b"AUTH=OAUTHBEARER" in client.capabilities()
-        for fresh in (False, True):
-            token, expires = tokens(fresh)
-            try:
-                if bearer:
-                    client.oauthbearer_login(settings.username, token)
-                else:
-                    client.oauth2_login(settings.username, token)
-            except imapclient.exceptions.LoginError:
-                if fresh:
-                    raise
-                continue  # the provider may have revoked it early: once more with a new one
-            return _renewal(expires)
-        raise AssertionError("unreachable")
+        token, expires = first
+        try:
+            self._bearer_login(client, bearer, token)
+        except imapclient.exceptions.LoginError:
+            # The provider may have revoked it early: once more with a new one.
+            token, expires = self._token_provider()(True)
+            self._bearer_login(client, bearer, token)
+        return _renewal(expires)
+
+    def _bearer_login(self, client: imapclient.IMAPClient, bearer: bool, token: str) -> None:
+        if bearer:
+            client.oauthbearer_login(self.settings.username, token)
+        else:
+            client.oauth2_login(self.settings.username, token)
 
     def _token_provider(self) -> TokenProvider:
         if self.token_provider is None:
@@ -128,9 +139,19 @@ class EmailConnector:
                                  "given to it")
         return self.token_provider
 
-    def _imap(self) -> imapclient.IMAPClient:
-        if self._client is not None and time.time() >= self._renew_at.get(id(self._client), 0):
-            # Servers end a session whose token has expired; a new one starts cleanly.
+    def ready(self) -> bool:
+        """Whether a reply can be tried now: not while an OAuth sign-in is needed (the reply
+        then waits, queued, rather than spending its attempts)."""
+        if self.settings.auth != "oauth2" or self.token_provider is None:
+            return True
+        signed_in = getattr(self.token_provider, "signed_in", None)
+        return signed_in is None or bool(signed_in())
+
+    def _imap(self, *, renew: bool = False) -> imapclient.IMAPClient:
+        """The reading session. With `renew` (only where a folder is selected next), one whose
+        token is ending is replaced first: servers end such sessions."""
+        if renew and self._client is not None and time.time() >= self._renew_at.get(
+                self._client, math.inf):
             self._drop()
         if self._client is None:
             self._client = self._connect()
@@ -138,13 +159,12 @@ class EmailConnector:
 
     def _drop(self) -> None:
         client, self._client = self._client, None
-        self._renew_at.pop(id(client), None)
         _shutdown(client)
 
     def _folder_news(self, folder: str, state: Mapping[str, Any] | None) -> tuple[int, list[int]]:
         """The folder's UIDVALIDITY and the UIDs after the cursor (all of them when the
         UIDVALIDITY changed)."""
-        client = self._imap()
+        client = self._imap(renew=True)
         selected = client.select_folder(folder, readonly=not self.settings.mark_seen)
         uidvalidity = int(selected[b"UIDVALIDITY"])
         last_uid = 0
@@ -247,6 +267,9 @@ class EmailConnector:
 
     def _idle(self, timeout: float) -> None:
         with self._idle_lock:
+            if self._idler is not None and time.time() >= self._renew_at.get(
+                    self._idler, math.inf):
+                self._drop_idler()  # its token ended while we were away: never IDLE on it
             if self._idler is None:
                 client = self._connect()
                 if not client.has_capability("IDLE"):
@@ -260,7 +283,7 @@ class EmailConnector:
         renew = False
         try:
             deadline = timeout
-            renew_at = self._renew_at.get(id(idler), math.inf)
+            renew_at = self._renew_at.get(idler, math.inf)
             while deadline > 0 and not self._closing:
                 if time.time() >= renew_at:
                     # The token this session signed in with is ending: stop here, and the
@@ -286,7 +309,6 @@ class EmailConnector:
 
     def _drop_idler(self) -> None:
         idler, self._idler = self._idler, None
-        self._renew_at.pop(id(idler), None)
         _shutdown(idler)
 
     # ---- SMTP -----------------------------------------------------------------------------

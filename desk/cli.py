@@ -604,7 +604,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from desk import lease
     from desk.models import SyncState
-    from desk.oauth import sign_in_needed
+    from desk.oauth import oauth_connectors, sign_in_needed
     from desk.store import outbox_backlog, recent_inbound, summary
     from desk.timeutil import iso
 
@@ -617,7 +617,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             backlog = outbox_backlog(session)
             daemons = lease.live(session, lease.daemon_role(""))
             running_at = lease.live(session, lease.connector_role(""))
-        lapsed = sign_in_needed(store)
+        lapsed = sign_in_needed(store, oauth_connectors(settings))
     except ProgrammingError as exc:
         if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
             raise

@@ -18,6 +18,7 @@ from email.utils import parseaddr
 from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import phonenumbers
 import platformdirs
@@ -275,6 +276,16 @@ def _check_http_url(value: str) -> str:
     return value
 
 
+def _check_oauth_endpoint(value: str) -> str:
+    """An OAuth endpoint carries the client secret and the tokens: https, except on this
+    machine (a local provider, as the tests run)."""
+    _check_http_url(value)
+    host = urlsplit(value).hostname or ""
+    if value.startswith("http://") and host not in ("127.0.0.1", "localhost", "::1"):
+        raise _invalid(f"must be an https:// URL (tokens travel there), got {_describe(value)}")
+    return value
+
+
 def _check_api_base(value: str) -> str:
     # Connectors append API paths; a trailing slash would double it.
     return _check_http_url(value).rstrip("/")
@@ -316,6 +327,7 @@ def _check_listen(value: str) -> str:
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+OAuthEndpoint = Annotated[str, AfterValidator(_check_oauth_endpoint)]
 ApiBase = Annotated[str, AfterValidator(_check_api_base)]
 Tls = Literal["ssl", "starttls", "none"]
 
@@ -448,9 +460,9 @@ class EmailConnectorSettings(ConnectorSettings):
     oauth_client_secret: Secret | None = Field(default=None, validate_default=True)
     oauth_tenant: NonEmptyStr | None = Field(default=None, validate_default=True)
     oauth_scopes: list[NonEmptyStr] | None = Field(default=None, validate_default=True)
-    oauth_device_endpoint: HttpUrl | None = Field(default=None, validate_default=True)
-    oauth_authorize_endpoint: HttpUrl | None = Field(default=None, validate_default=True)
-    oauth_token_endpoint: HttpUrl | None = Field(default=None, validate_default=True)
+    oauth_device_endpoint: OAuthEndpoint | None = Field(default=None, validate_default=True)
+    oauth_authorize_endpoint: OAuthEndpoint | None = Field(default=None, validate_default=True)
+    oauth_token_endpoint: OAuthEndpoint | None = Field(default=None, validate_default=True)
 
     @field_validator("password", "smtp_password")
     @classmethod
@@ -485,6 +497,9 @@ class EmailConnectorSettings(ConnectorSettings):
         if key == "oauth_client_id" and value is None:
             raise _invalid('is required with auth = "oauth2": the application (client) id of '
                            "your app registration", at="auth")
+        if key == "oauth_client_secret" and value is None and provider == "google":
+            raise _invalid('is required with oauth_provider = "google": Google gives a '
+                           "desktop app's client a secret and asks for it", at="oauth_provider")
         if key == "oauth_tenant" and value is not None and provider not in (None, "microsoft"):
             raise _invalid('applies only with oauth_provider = "microsoft"')
         if key.endswith("_endpoint") and provider in ("microsoft", "google") and value:

@@ -73,7 +73,10 @@ def make_engine(url: str, password: str | None = None) -> Engine:
         if path and path != ":memory:":
             # Owner-only from the first byte; SQLite gives its -wal and -shm the same mode.
             create_private_file(Path(path).expanduser())
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        # hide_parameters: a failed statement's message would quote its values (message
+        # text, tokens), and error messages end up in logs and stored errors.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
+                               hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -82,7 +85,7 @@ def make_engine(url: str, password: str | None = None) -> Engine:
         target = target.set(password=password)
     # UTC sessions: date() and casts of timestamptz follow the session's time zone.
     return create_engine(target, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                         connect_args={"options": "-c timezone=UTC"})
+                         connect_args={"options": "-c timezone=UTC"}, hide_parameters=True)
 
 
 def write_engine(engine: Engine) -> Engine:

@@ -34,17 +34,19 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from sqlalchemy import select
 
-from connectors.base import SignInNeeded, TransientError
+from connectors.base import PermanentError, SignInNeeded, TransientError
 from desk import redact
 from desk.config import EmailConnectorSettings
 from desk.models import OAuthToken
 from desk.store import Store
+from desk.textsafe import printable
 from desk.timeutil import to_store, utcnow
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+# `openid email`: an ID token saying who signed in, shown by `desk auth status`.
 MICROSOFT_SCOPES = ("https://outlook.office.com/IMAP.AccessAsUser.All",
-                    "https://outlook.office.com/SMTP.Send", "offline_access")
-GOOGLE_SCOPES = ("https://mail.google.com/",)
+                    "https://outlook.office.com/SMTP.Send", "offline_access", "openid", "email")
+GOOGLE_SCOPES = ("https://mail.google.com/", "openid", "email")
 TIMEOUT_SECONDS = 30.0
 # A loopback sign-in the admin walked away from ends rather than holding the port forever.
 CODE_WAIT_SECONDS = 600.0
@@ -62,6 +64,9 @@ class Endpoints:
     scopes: tuple[str, ...]
     # Google hands out a refresh token only when asked for offline access, with consent.
     authorize_extra: tuple[tuple[str, str], ...] = ()
+    # The redirect's host. Entra ID matches `http://localhost` (any port) as registered in
+    # its portal; 127.0.0.1 (RFC 8252's advice) elsewhere. The server listens on 127.0.0.1.
+    loopback_host: str = "127.0.0.1"
 
 
 def endpoints(settings: EmailConnectorSettings) -> Endpoints:
@@ -71,7 +76,7 @@ def endpoints(settings: EmailConnectorSettings) -> Endpoints:
         base = (f"https://login.microsoftonline.com/{settings.oauth_tenant or 'organizations'}"
                 "/oauth2/v2.0")
         return Endpoints(f"{base}/devicecode", f"{base}/authorize", f"{base}/token",
-                         scopes or MICROSOFT_SCOPES)
+                         scopes or MICROSOFT_SCOPES, loopback_host="localhost")
     if provider == "google":
         # Google's device grant does not allow the Gmail scope: the browser grant only.
         return Endpoints(None, "https://accounts.google.com/o/oauth2/v2/auth",
@@ -174,33 +179,51 @@ def device_login(
                                         "scope": " ".join(where.scopes)})
     if status != 200 or "device_code" not in body:
         raise OAuthError(f"the provider refused to start the sign-in: {_problem(body, status)}")
-    uri = body.get("verification_uri") or body.get("verification_url")
+    uri = printable(str(body.get("verification_uri") or body.get("verification_url")),
+                    single_line=True)
     print(f"To sign {settings.name} in as {settings.username}, open {uri}", file=out)
-    print(f"and enter the code: {body.get('user_code')}", file=out)
+    print(f"and enter the code: {printable(str(body.get('user_code')), single_line=True)}",
+          file=out)
     if body.get("verification_uri_complete"):
-        print(f"(or open {body['verification_uri_complete']})", file=out)
+        complete = printable(str(body["verification_uri_complete"]), single_line=True)
+        print(f"(or open {complete})", file=out)
     print("Waiting for the sign-in… (Ctrl-C cancels)", file=out, flush=True)
-    interval = float(body.get("interval") or 5)
-    deadline = time.monotonic() + float(body.get("expires_in") or 900)
+    interval = _seconds(body.get("interval"), 5.0)
+    deadline = time.monotonic() + _seconds(body.get("expires_in"), 900.0)
     form = {**_client_fields(settings), "grant_type": DEVICE_GRANT,
             "device_code": str(body["device_code"])}
     while True:
+        if time.monotonic() > deadline:
+            raise OAuthError("the code expired before the sign-in was completed: run "
+                             f"desk auth login {settings.name} again")
         sleep(interval)
-        status, answer = _post(where.token, form)
+        try:
+            status, answer = _post(where.token, form)
+        except TransientError:
+            interval += 5  # RFC 8628 3.5: a connection timeout is a reason to slow down
+            continue
         if status == 200:
             return _tokens(answer)
         error = answer.get("error")
-        if error == "authorization_pending":
+        if error == "authorization_pending" or status == 429 or status >= 500:
             pass
         elif error == "slow_down":
             interval += 5  # RFC 8628 3.5: every slow_down adds five seconds, for good
-        elif error == "expired_token" or time.monotonic() > deadline:
+        elif error == "expired_token":
             raise OAuthError("the code expired before the sign-in was completed: run "
                              f"desk auth login {settings.name} again")
         elif error == "access_denied":
             raise OAuthError("the sign-in was declined")
         else:
             raise OAuthError(f"the sign-in failed: {_problem(answer, status)}")
+
+
+def _seconds(value: object, default: float) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return seconds if seconds > 0 else default
 
 
 # ---- authorization code grant with PKCE and a loopback redirect (RFC 7636, RFC 8252) --------
@@ -212,12 +235,15 @@ def _pkce() -> tuple[str, str]:
     return verifier, challenge.decode().rstrip("=")
 
 
-class _Loopback(http.server.HTTPServer):
+class _Loopback(http.server.ThreadingHTTPServer):
+    # A browser's preconnect that never sends a request must not hold the server up.
+    daemon_threads = True
     answers: queue.Queue[str]
 
 
 class _Redirected(http.server.BaseHTTPRequestHandler):
     server: _Loopback
+    timeout = 10
 
     def do_GET(self) -> None:
         query = urlsplit(self.path).query
@@ -251,7 +277,7 @@ def code_login(
     state = secrets.token_urlsafe(24)
     server = _Loopback(("127.0.0.1", 0), _Redirected)
     server.answers = queue.Queue()
-    redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/"
+    redirect_uri = f"http://{where.loopback_host}:{server.server_address[1]}/"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = where.authorize + "?" + urlencode({
@@ -264,13 +290,13 @@ def code_login(
         print("If the browser is on another machine, it ends on an address starting with "
               f"{redirect_uri} that does not load: paste that address here and press enter.",
               file=out, flush=True)
-        if open_browser:
-            import webbrowser
-
-            webbrowser.open(url)
         if lines is not None:
             threading.Thread(target=_read_pasted, args=(lines, server.answers),
                              daemon=True).start()
+        if open_browser and _graphical_session():
+            import webbrowser
+
+            webbrowser.open(url)
         deadline = time.monotonic() + CODE_WAIT_SECONDS
         answer = None
         while answer is None:
@@ -297,6 +323,18 @@ def code_login(
     if status != 200:
         raise OAuthError(f"the provider refused the code: {_problem(body, status)}")
     return _tokens(body)
+
+
+def _graphical_session() -> bool:
+    """Whether a browser opened here is one the admin sees. Over SSH, or on a console,
+    `webbrowser` would start a text browser that takes the terminal over."""
+    import os
+
+    if os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_TTY"):
+        return False
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
 
 
 def _read_pasted(lines: TextIO, answers: queue.Queue[str]) -> None:
@@ -371,63 +409,118 @@ class TokenSource:
         self.store, self.settings = store, settings
         self._lock = threading.Lock()
 
+    def _row(self) -> OAuthToken | None:
+        with self.store.session() as session:
+            return session.get(OAuthToken, self.settings.name)
+
+    def signed_in(self) -> bool:
+        row = self._row()
+        return row is not None and row.state != "sign_in_needed"
+
     def __call__(self, fresh: bool = False) -> tuple[str, float]:
         with self._lock:
-            with self.store.session() as session:
-                row = session.get(OAuthToken, self.settings.name)
-            if row is None:
-                raise SignInNeeded(f"not signed in: run desk auth login {self.settings.name}")
-            if row.state == "sign_in_needed":
-                raise SignInNeeded(f"sign-in needed ({row.reason}): run desk auth login "
-                                   f"{self.settings.name}")
-            if row.access_token and row.access_expires_at and not fresh:
-                expires = to_store(row.access_expires_at)
-                assert expires is not None
-                lifetime = expires - to_store(row.last_refresh_at or row.updated_at)  # type: ignore[operator]
-                margin = min(timedelta(minutes=1), lifetime / 5)
-                if expires - utcnow() > margin:
-                    redact.remember(row.access_token)
-                    return row.access_token, expires.timestamp()
-            return self._refresh(row)
+            for _attempt in range(3):
+                row = self._row()
+                if row is None:
+                    raise SignInNeeded(f"not signed in: run desk auth login {self.settings.name}")
+                if row.state == "sign_in_needed":
+                    raise SignInNeeded(f"sign-in needed ({row.reason}): run desk auth login "
+                                       f"{self.settings.name}")
+                if row.access_token and row.access_expires_at and not fresh:
+                    expires = to_store(row.access_expires_at)
+                    assert expires is not None
+                    since = to_store(row.last_refresh_at or row.updated_at)
+                    margin = min(timedelta(minutes=1), (expires - since) / 5)  # type: ignore[operator]
+                    if expires - utcnow() > margin:
+                        redact.remember(row.access_token)
+                        return row.access_token, expires.timestamp()
+                try:
+                    refreshed = self._refresh(row)
+                except TransientError:
+                    # The provider is unreachable for now: the token we have still works
+                    # until it ends, which is what the margin was for.
+                    expires = to_store(row.access_expires_at) if row.access_expires_at else None
+                    if row.access_token and expires and expires > utcnow() and not fresh:
+                        return row.access_token, expires.timestamp()
+                    raise
+                if refreshed is not None:
+                    return refreshed
+                # Someone else changed the sign-in meanwhile (`desk auth login`, or another
+                # daemon that refreshed): read it again rather than undo theirs.
+            raise TransientError(f"{self.settings.name}: the sign-in kept changing while "
+                                 "refreshing it; trying again later")
 
-    def _refresh(self, row: OAuthToken) -> tuple[str, float]:
+    def _refresh(self, row: OAuthToken) -> tuple[str, float] | None:
         settings = self.settings
-        redact.remember(row.refresh_token or "")
-        status, body = _post(endpoints(settings).token, {
-            **_client_fields(settings), "grant_type": "refresh_token",
-            "refresh_token": row.refresh_token or ""})
+        used = row.refresh_token or ""
+        redact.remember(used)
+        where = endpoints(settings)
+        status, body = _post(where.token, {
+            **_client_fields(settings), "grant_type": "refresh_token", "refresh_token": used,
+            **({"scope": " ".join(where.scopes)} if where.scopes else {})})
         if status == 200:
             tokens = _tokens(body)
             now = utcnow()
 
-            def write(session: Any) -> None:
+            def write(session: Any) -> bool:
                 stored = session.get(OAuthToken, settings.name)
-                if stored is None:
-                    return  # signed out meanwhile: the token is still good for this session
+                if stored is None or stored.refresh_token != used:
+                    return False  # signed out, or signed in afresh, while we asked
                 stored.access_token = tokens.access_token
                 stored.access_expires_at = tokens.expires_at
                 # Rotation: the new refresh token replaces the old in this same transaction.
                 stored.refresh_token = tokens.refresh_token or stored.refresh_token
                 stored.last_refresh_at = stored.updated_at = now
+                return True
 
-            self.store.write(write)
+            if not self.store.write(write):
+                return None
+            if row.access_token:
+                redact.forget(row.access_token)  # superseded: the set stays small
+            if tokens.refresh_token and tokens.refresh_token != used:
+                redact.forget(used)
             return tokens.access_token, tokens.expires_at.timestamp()
         problem = _problem(body, status)
-        if body.get("error") in ("invalid_grant", "unauthorized_client", "invalid_client"):
-            def lapse(session: Any) -> None:
+        error = body.get("error")
+        if error in ("invalid_client", "unauthorized_client"):
+            # The app registration or its secret, not the sign-in: a config matter.
+            raise PermanentError(f"the provider refused the client ({problem}): check "
+                                 "oauth_client_id and oauth_client_secret")
+        if error == "invalid_grant":
+            def lapse(session: Any) -> bool:
                 stored = session.get(OAuthToken, settings.name)
-                if stored is not None:
-                    stored.state, stored.reason, stored.updated_at = (
-                        "sign_in_needed", problem, utcnow())
+                if stored is None or stored.refresh_token != used:
+                    return False
+                stored.state, stored.reason, stored.updated_at = (
+                    "sign_in_needed", problem, utcnow())
+                return True
 
-            self.store.write(lapse)
+            if not self.store.write(lapse):
+                return None
             raise SignInNeeded(f"sign-in needed ({problem}): run desk auth login {settings.name}")
         raise TransientError(f"token refresh for {settings.name}: {problem}")
 
 
-def sign_in_needed(store: Store) -> dict[str, str]:
-    """Connectors whose sign-in has lapsed, with why: for `desk status` and the app."""
+def sign_in_needed(store: Store, connectors: list[str]) -> dict[str, str]:
+    """Which of the OAuth `connectors` cannot work until an admin signs in (never signed in,
+    signed out, or the provider refused the refresh token), with why: for `desk status` and
+    the app. Reads no token."""
+    if not connectors:
+        return {}
     with store.session() as session:
-        return {row.connector: row.reason or "" for row in session.execute(
-            select(OAuthToken).where(OAuthToken.state == "sign_in_needed")).scalars()}
+        rows = {name: (state, reason) for name, state, reason in session.execute(
+            select(OAuthToken.connector, OAuthToken.state, OAuthToken.reason)
+            .where(OAuthToken.connector.in_(connectors)))}  # type: ignore[attr-defined]
+    waiting = {}
+    for name in connectors:
+        state, reason = rows.get(name, (None, None))
+        if state is None:
+            waiting[name] = "not signed in"
+        elif state == "sign_in_needed":
+            waiting[name] = reason or "the provider refused the refresh token"
+    return waiting
 
+
+def oauth_connectors(settings: Any) -> list[str]:
+    return [c.name for c in settings.connectors
+            if c.enabled and getattr(c, "auth", None) == "oauth2"]

@@ -8,6 +8,8 @@ provider's reason. Replies of one ticket go out in order.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from connectors.base import (
     OutboundMessage,
     PermanentError,
     Receipt,
+    SignInNeeded,
     TransientError,
 )
 from desk import ticket_figures
@@ -33,6 +36,8 @@ from desk.store import Store, record_event
 from desk.ticket_figures import Fields
 from desk.tickets import TicketError, reply_subject, set_status
 from desk.timeutil import to_store, utcnow
+
+log = logging.getLogger("desk.outbox")
 
 MAX_ATTEMPTS = 8
 BACKOFF_BASE = timedelta(seconds=30)
@@ -432,6 +437,7 @@ class DeliveryReport:
     sent: int = 0
     retrying: int = 0
     failed: int = 0
+    waiting: int = 0  # due, but their connector cannot send yet (a sign-in is needed)
 
 
 async def deliver_due(store: Store, connectors: Mapping[str, Connector]) -> DeliveryReport:
@@ -439,10 +445,19 @@ async def deliver_due(store: Store, connectors: Mapping[str, Connector]) -> Deli
     report = DeliveryReport()
     with store.session() as session:
         due = [(m.id, m.connector, outbound_of(m)) for m in due_messages(session, utcnow())]
+    readiness: dict[str, bool] = {}
     for message_id, connector_name, outbound in due:
         connector = connectors.get(connector_name or "")
         if connector is None:
             continue  # not running in this process (disabled, or another daemon's)
+        if connector_name not in readiness:
+            ready = getattr(connector, "ready", None)
+            readiness[connector_name] = ready is None or await asyncio.to_thread(ready)
+        if not readiness[connector_name]:
+            # e.g. an OAuth mailbox waiting for a new sign-in: the reply stays queued, and
+            # no attempt is spent on it.
+            report.waiting += 1
+            continue
         if not store.write(lambda s, mid=message_id: claim_for_sending(s, mid)):
             continue
         try:
@@ -547,8 +562,11 @@ async def reconcile_sending(store: Store, connectors: Mapping[str, Connector]) -
             receipt = await check(outbound)
         except DeliveryUnknown as unknown:
             store.write(lambda s, mid=message_id, why=unknown.reason: _mark_unknown(s, mid, why))
-        except TransientError:
-            continue  # ask again next time
+        except (TransientError, SignInNeeded):
+            continue  # ask again next time (after the admin signs in again)
+        except Exception as exc:  # a connector that cannot even look must not stop the daemon
+            log.warning("%s: cannot settle reply %s: %s", connector_name, message_id, exc)
+            continue
         else:
             if receipt is not None:
                 store.write(lambda s, mid=message_id, r=receipt: record_sent(s, mid, r))

@@ -39,15 +39,28 @@ def _forms(value: str) -> set[str]:
 
 def remember(value: str) -> str:
     """Note a revealed secret so `redact` blanks it; returns the value for use in place."""
-    global _pattern
     if len(value) >= MIN_LENGTH and value not in _values:
         with _lock:
             _values.add(value)
-            forms = set().union(*(_forms(v) for v in _values))
-            # Longest first, so a secret containing another is blanked whole.
-            _pattern = re.compile("|".join(
-                re.escape(form) for form in sorted(forms, key=len, reverse=True)))
+            _compile()
     return value
+
+
+def _compile() -> None:
+    global _pattern
+    forms = set().union(*(_forms(v) for v in _values)) if _values else set()
+    # Longest first, so a secret containing another is blanked whole.
+    _pattern = re.compile("|".join(
+        re.escape(form) for form in sorted(forms, key=len, reverse=True))) if forms else None
+
+
+def forget(value: str) -> None:
+    """Stop blanking `value`: a token that was replaced (rotation) and is no longer valid.
+    Without this a daemon that refreshes hourly would grow the set, and the pattern, forever."""
+    if value in _values:
+        with _lock:
+            _values.discard(value)
+            _compile()
 
 
 def redact(text: str) -> str:

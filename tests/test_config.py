@@ -433,10 +433,10 @@ def test_an_oauth_mailbox_needs_no_password_and_gets_the_providers_endpoints(
     assert "offline_access" in where.scopes
     assert "https://outlook.office.com/IMAP.AccessAsUser.All" in where.scopes
     google = OAUTH.replace('"microsoft"', '"google"').replace(
-        'oauth_tenant = "contoso.onmicrosoft.com"\n', "")
+        'oauth_tenant = "contoso.onmicrosoft.com"\n', 'oauth_client_secret = "env:G_SECRET"\n')
     (gmail,) = load_config(write(tmp_path, google), env={}).connectors
     assert endpoints(gmail).device is None  # Google's device grant excludes the Gmail scope
-    assert endpoints(gmail).scopes == ("https://mail.google.com/",)
+    assert endpoints(gmail).scopes == ("https://mail.google.com/", "openid", "email")
 
 
 @pytest.mark.parametrize(("change", "expected"), [
@@ -456,6 +456,16 @@ def test_an_oauth_mailbox_needs_no_password_and_gets_the_providers_endpoints(
     (lambda t: t + 'oauth_token_endpoint = "https://login.example.com/token"\n',
      'config.toml:13: connector "support-mail": oauth_token_endpoint applies only with '
      'oauth_provider = "custom" (microsoft\'s are built in)'),
+    (lambda t: t.replace('"microsoft"', '"google"').replace(
+        'oauth_tenant = "contoso.onmicrosoft.com"\n', ""),
+     'config.toml:10: connector "support-mail": oauth_client_secret is required with '
+     'oauth_provider = "google": Google gives a desktop app\'s client a secret and asks for it'),
+    (lambda t: t.replace('"microsoft"', '"custom"').replace(
+        'oauth_tenant = "contoso.onmicrosoft.com"\n',
+        'oauth_token_endpoint = "http://login.example.com/token"\n'
+        'oauth_device_endpoint = "https://login.example.com/device"\n'),
+     'config.toml:12: connector "support-mail": oauth_token_endpoint must be an https:// URL'
+     ' (tokens travel there), got "http://login.example.com/token"'),
 ])
 def test_oauth_and_password_keys_do_not_mix(tmp_path: Path, change, expected: str) -> None:
     with pytest.raises(ConfigError) as failure:

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.peer
 
 DESK = [sys.executable, "-c", "import sys; from desk.cli import main; sys.exit(main())"]
 CLIENT_ID = "desk-test-client"
+SENT_FOLDER = 'sent_folder = "Sent"'
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def smtp(oauth: tuple[fake_oauth.State, str, Any]) -> Iterator[tuple[fake_oauth.
 
 
 def write_config(tmp_path: Path, base: str, imap_port: int, smtp_port: int, *,
-                 device: bool = True, more: str = "") -> Path:
+                 device: bool = True, sent_folder: bool = False, more: str = "") -> Path:
     config = tmp_path / "config.toml"
     device_line = f'oauth_device_endpoint = "{base}/device"\n' if device else ""
     config.write_text(
@@ -86,7 +87,8 @@ def write_config(tmp_path: Path, base: str, imap_port: int, smtp_port: int, *,
         f'from_address = "{USER}"\nidle = true\npoll_interval = 2\n'
         f'auth = "oauth2"\noauth_provider = "custom"\noauth_client_id = "{CLIENT_ID}"\n'
         f'{device_line}oauth_authorize_endpoint = "{base}/authorize"\n'
-        f'oauth_token_endpoint = "{base}/token"\n{more}')
+        f'oauth_token_endpoint = "{base}/token"\n'
+        f"{SENT_FOLDER if sent_folder else ''}\n{more}")
     config.chmod(0o600)
     return config
 
@@ -300,7 +302,7 @@ def test_sync_reads_the_mailbox_over_xoauth2_and_replies_over_smtp_xoauth2(
 
 
 def test_a_revoked_sign_in_shows_sign_in_needed_and_the_rest_carries_on(
-    oauth, tmp_path
+    oauth, tmp_path, inbound
 ) -> None:
     state, base, dovecot = oauth
 
@@ -309,11 +311,22 @@ def test_a_revoked_sign_in_shows_sign_in_needed_and_the_rest_carries_on(
         runner, telegram_base = await fake_telegram.serve(telegram)
         try:
             config = write_config(
-                tmp_path, base, dovecot.imap_port, free_port(),
+                tmp_path, base, dovecot.imap_port, free_port(), sent_folder=True,
                 more=(f'\n[[connector]]\nname = "chat"\ntype = "telegram"\n'
                       f'token = "env:DESK_TEST_TELEGRAM"\napi_base = "{telegram_base}"\n'))
             signed_in(tmp_path, state)
             state.revoke_all()  # an admin withdrew the app's consent
+            store = Store(f"sqlite:///{tmp_path / 'desk.db'}")
+            ingest(store, [inbound("Any news?", sender="jane@example.com", connector="mail")])
+            with store.transaction() as session:
+                # Queued, and one left "sending" by a crash: neither may fail for want of a
+                # sign-in, nor stop the daemon.
+                waiting = outbox.queue_reply(session, 1, "Soon.", agent="alice",
+                                             connectors_by_channel={"email": "mail"})
+                stuck = outbox.queue_reply(session, 1, "Sent?", agent="alice",
+                                           connectors_by_channel={"email": "mail"})
+                stuck.status = "sending"
+            store.close()
             await telegram.push(telegram.message(
                 {"id": 4242, "is_bot": False, "first_name": "Ana"}, "still there?"))
             env = {**desk_env(tmp_path), "DESK_TEST_TELEGRAM": fake_telegram.TOKEN}
@@ -332,7 +345,10 @@ def test_a_revoked_sign_in_shows_sign_in_needed_and_the_rest_carries_on(
             with store.session() as session:
                 chats = session.execute(select(func.count()).select_from(Message).where(
                     Message.connector == "chat")).scalar()
+                replies = [(m.status, m.attempts) for m in (
+                    session.get(Message, waiting.id), session.get(Message, stuck.id))]
             store.close()
+            assert replies == [("queued", 0), ("sending", 0)], replies
             return sync.returncode or 0, synced, chats, status_json, auth_text
         finally:
             await runner.cleanup()

@@ -597,22 +597,43 @@ async def test_a_crash_report_shows_no_local_variables_and_no_secret(
     assert "conninfo = " not in err  # Textual's own report lists every frame's locals
 
 
-async def test_a_lapsed_oauth_sign_in_shows_in_a_bar_with_the_command(app, ids, store) -> None:
+async def test_an_oauth_mailbox_without_a_sign_in_shows_in_a_bar_with_the_command(
+    ids, store, tmp_path
+) -> None:
     from textual.widgets import Static
 
     from desk.models import OAuthToken
 
+    settings = tui_store.settings(tmp_path, """
+[[connector]]
+name = "m365"
+type = "email"
+imap_host = "outlook.office365.com"
+username = "support@example.com"
+smtp_host = "smtp.office365.com"
+from_address = "support@example.com"
+auth = "oauth2"
+oauth_provider = "microsoft"
+oauth_client_id = "11111111-2222-3333-4444-555555555555"
+""")
+    app = DeskApp(store, settings)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         alerts = app.screen.query_one("#alerts", Static)
-        assert not alerts.display  # every sign-in is fine: no bar
+        # Never signed in: nothing arrives through it, which every agent should know.
+        assert alerts.display
+        assert "⚠ m365: sign-in needed, run desk auth login m365" in str(alerts.render())
         with store.transaction() as session:
-            session.add(OAuthToken(connector="mail", provider="microsoft", state="sign_in_needed",
-                                   reason="invalid_grant: consent revoked",
+            session.add(OAuthToken(connector="m365", provider="microsoft",
                                    updated_at=tui_store.NOW))
         app.check_sign_ins()
+        await until(app, pilot, lambda: not alerts.display)
+        with store.transaction() as session:
+            row = session.get(OAuthToken, "m365")
+            row.state, row.reason = "sign_in_needed", "invalid_grant: consent revoked"
+        app.check_sign_ins()
         await until(app, pilot, lambda: alerts.display)
-        assert "⚠ mail: sign-in needed, run desk auth login mail" in str(alerts.render())
+        assert "m365: sign-in needed" in str(alerts.render())
 
 
 # ---- customers --------------------------------------------------------------------------------

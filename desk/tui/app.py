@@ -19,7 +19,7 @@ from textual.worker import get_current_worker
 from desk import views
 from desk.config import Settings
 from desk.keys import APP, MAIN
-from desk.oauth import sign_in_needed
+from desk.oauth import oauth_connectors, sign_in_needed
 from desk.redact import redact
 from desk.store import Store
 from desk.textsafe import printable
@@ -94,11 +94,12 @@ class DeskApp(App[None]):
         if self._sign_ins_unreadable:
             return
         try:
-            lapsed = sign_in_needed(self.store)
-        except DBAPIError:
-            # An agent's database role may not read sign-ins (PostgreSQL): `desk status`
-            # under the daemon's role is where an admin sees them.
-            self._sign_ins_unreadable = True
+            lapsed = sign_in_needed(self.store, oauth_connectors(self.settings))
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) == "42501":
+                # An agent's database role may not read sign-ins (PostgreSQL): `desk status`
+                # under the daemon's role is where an admin sees them.
+                self._sign_ins_unreadable = True
             return
         self.call_from_thread(self._show_sign_ins, lapsed)
 
