@@ -149,6 +149,10 @@ class TwilioConnector:
                 await on_status(str(form.get("MessageSid")), DELIVERY.get(str(status), "sent"),
                                 _error_text(form.get("ErrorCode"), form.get("ErrorMessage")))
             elif form.get("Body") is not None:
+                if not form.get("MessageSid") or not form.get("From"):
+                    # Signed, yet not a message Twilio documents: stored under a made-up id it
+                    # would hide the next such post as a duplicate. Polling still reads it.
+                    return web.Response(status=400, text="MessageSid and From are required")
                 await on_message(await self._from_form(form))
             return web.Response(text="<Response/>", content_type="text/xml")
 
@@ -171,7 +175,7 @@ class TwilioConnector:
         sid = str(form.get("MessageSid"))
         attachments: list[Attachment] = []
         notes: list[str] = []
-        if int(form.get("NumMedia") or 0):
+        if str(form.get("NumMedia") or "0").strip() not in ("", "0"):
             attachments, notes = await self._media(sid)
         text = _with_notes(str(form.get("Body") or ""), notes)
         return InboundMessage(

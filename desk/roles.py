@@ -34,6 +34,9 @@ Kind = Literal["agent", "daemon"]
 # Tables only the daemon touches: connector cursors (and the secrets a connector keeps with
 # them) and the leases by which daemons share connectors.
 DAEMON_TABLES = frozenset({"syncstate", "lease", "oauthtoken"})
+# What an agent may read of daemon tables, column by column: whether a mailbox needs a new
+# sign-in (the app says so), never a token.
+AGENT_COLUMNS = {"oauthtoken": ("connector", "state", "reason")}
 READ_ONLY_TABLES = frozenset({"meta"})  # the schema version, store id, search configuration
 APPEND_ONLY_TABLES = frozenset({"event"})  # the audit trail
 
@@ -164,6 +167,13 @@ def _grant(engine: Engine, name: str, kind: Kind, password: str | None) -> Grant
             conn.exec_driver_sql(f"GRANT USAGE, SELECT ON SEQUENCE "
                                  f"{', '.join(_quote(conn, s) for s in granted.sequences)}"
                                  f" TO {role}")
+        if kind == "agent":
+            for table, columns in AGENT_COLUMNS.items():
+                conn.exec_driver_sql(
+                    f"GRANT SELECT ({', '.join(_quote(conn, c) for c in columns)}) ON TABLE "
+                    f"{_quote(conn, table)} TO {role}")
+                granted.notes.append(f"it may read {table}'s {', '.join(columns)} (never a "
+                                     "token), so the app can say when a sign-in is needed")
         if _has_fold_function(conn):
             conn.exec_driver_sql(f"GRANT EXECUTE ON FUNCTION {FOLD_FUNCTION} TO {role}")
         granted.notes.extend(_close_schema(conn, name, schema))

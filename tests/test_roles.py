@@ -186,6 +186,10 @@ def test_an_agent_works_tickets_but_cannot_change_the_schema_or_read_cursors(
             "DROP TRIGGER desk_notify_message ON message",
         ):
             denied(agent.engine, statement)
+        # Whether a sign-in is needed, the app may know; the tokens, never.
+        from desk.oauth import sign_in_needed
+
+        assert sign_in_needed(agent, ["m365"]) == {"m365": "not signed in"}
         # `desk status` reads cursors and leases: refused, and said so in plain words.
         config = tmp_path / "agent.toml"
         config.write_text('[store]\npassword = "env:DESK_TEST_ROLE_PW"\n')

@@ -225,6 +225,13 @@ async def test_the_webhook_refuses_a_large_body_and_listens_only_where_told(
             url, data=big, headers={"X-Twilio-Signature": signature}
         ) as answer:
             assert answer.status == 413
+        # Signed, but no MessageSid: not stored under a made-up id.
+        nameless = {k: v for k, v in form(state.sid(), "who am I").items() if k != "MessageSid"}
+        signature = RequestValidator(TOKEN).compute_signature(PUBLIC_URL, nameless)
+        async with aiohttp.ClientSession() as http, http.post(
+            url, data=nameless, headers={"X-Twilio-Signature": signature}
+        ) as answer:
+            assert answer.status == 400
         # 127.0.0.2 is this machine too, but not the address webhook_listen names.
         port = int(url.split(":")[2].split("/")[0])
         with pytest.raises(OSError):
