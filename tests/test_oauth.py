@@ -233,27 +233,32 @@ def _redirect_of(url: str) -> str:
     return answer.headers["location"]
 
 
-def test_the_browser_sign_in_by_pasting_the_address(oauth, tmp_path) -> None:
-    state, base, dovecot = oauth
+def paste_ready(oauth: tuple[fake_oauth.State, str, Any], tmp_path: Path
+                ) -> tuple[subprocess.Popen[str], list[str], str]:
+    """A browser sign-in waiting for its address to be pasted: the process, what it printed,
+    and the address the provider redirects the browser to."""
+    _state, base, dovecot = oauth
     config = write_config(tmp_path, base, dovecot.imap_port, free_port(), device=False)
     process = login(tmp_path, config, "--no-browser")
     seen: list[str] = []
     url = read_until(process, f"{base}/authorize?", seen).strip()
     read_until(process, "paste that address here", seen)
-    out, _ = process.communicate(_redirect_of(url) + "\n", timeout=60)
+    return process, seen, _redirect_of(url)
+
+
+def test_the_browser_sign_in_by_pasting_the_address(oauth, tmp_path) -> None:
+    state = oauth[0]
+    process, seen, redirected = paste_ready(oauth, tmp_path)
+    out, _ = process.communicate(redirected + "\n", timeout=60)
     assert process.returncode == 0, "".join(seen) + out
     assert f"mail: signed in as {USER}" in out
     assert_no_token(state, "".join(seen) + out)
 
 
 def test_a_pasted_address_with_another_state_is_refused(oauth, tmp_path) -> None:
-    state, base, dovecot = oauth
-    config = write_config(tmp_path, base, dovecot.imap_port, free_port(), device=False)
-    process = login(tmp_path, config, "--no-browser")
-    seen: list[str] = []
-    url = read_until(process, f"{base}/authorize?", seen).strip()
-    read_until(process, "paste that address here", seen)
-    parts = urlsplit(_redirect_of(url))
+    state = oauth[0]
+    process, _seen, redirected = paste_ready(oauth, tmp_path)
+    parts = urlsplit(redirected)
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     query["state"] = "forged-" + query["state"]
     forged = urlunsplit(parts._replace(query=urlencode(query)))
