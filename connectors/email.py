@@ -117,21 +117,23 @@ class EmailConnector:
         if first is None:
             client.login(settings.username, settings.password.reveal())
             return math.inf
-        bearer = b"AUTH=OAUTHBEARER" in client.capabilities()
-        token, expires = first
-        try:
-            self._bearer_login(client, bearer, token)
-        except imapclient.exceptions.LoginError:
-            # The provider may have revoked it early: once more with a new one.
-            token, expires = self._token_provider()(True)
-            self._bearer_login(client, bearer, token)
+        login = (client.oauthbearer_login if b"AUTH=OAUTHBEARER" in client.capabilities()
+                 else client.oauth2_login)
+        expires = self._with_token(lambda token: login(settings.username, token),
+                                   imapclient.exceptions.LoginError, first)
         return _renewal(expires)
 
-    def _bearer_login(self, client: imapclient.IMAPClient, bearer: bool, token: str) -> None:
-        if bearer:
-            client.oauthbearer_login(self.settings.username, token)
-        else:
-            client.oauth2_login(self.settings.username, token)
+    def _with_token(self, sign_in: Callable[[str], object], refused: type[Exception],
+                    first: tuple[str, float] | None = None) -> float:
+        """Sign in with the current access token and, if the server refuses it (the provider
+        may have revoked it early), once more with a fresh one. Returns the token's end."""
+        token, expires = first or self._token_provider()(False)
+        try:
+            sign_in(token)
+        except refused:
+            token, expires = self._token_provider()(True)
+            sign_in(token)
+        return expires
 
     def _token_provider(self) -> TokenProvider:
         if self.token_provider is None:
@@ -395,7 +397,9 @@ class EmailConnector:
                 # login would be skipped and the mail sent unauthenticated (or refused).
                 server.ehlo_or_helo_if_needed()
                 if settings.auth == "oauth2":
-                    self._smtp_oauth(server)
+                    self._with_token(lambda token: server.auth(
+                        "XOAUTH2", _xoauth2(settings.smtp_username, token)),
+                        smtplib.SMTPAuthenticationError)
                 elif settings.smtp_password is not None and server.has_extn("auth"):
                     server.login(settings.smtp_username, settings.smtp_password.reveal())
                 refused = server.send_message(mail, to_addrs=[to])
@@ -413,17 +417,6 @@ class EmailConnector:
         if refused:
             code, reply = next(iter(refused.values()))
             raise _smtp_error(code, reply)
-
-    def _smtp_oauth(self, server: smtplib.SMTP) -> None:
-        tokens = self._token_provider()
-        for fresh in (False, True):
-            token, _expires = tokens(fresh)
-            try:
-                server.auth("XOAUTH2", _xoauth2(self.settings.smtp_username, token))
-                return
-            except smtplib.SMTPAuthenticationError:
-                if fresh:
-                    raise
 
     def _append_sent(self, mail: EmailMessage) -> None:
         client = self._connect()

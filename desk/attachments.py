@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlmodel import Session
 
 from connectors.filenames import safe_filename
@@ -38,16 +39,20 @@ class AttachmentInfo:
     stored: bool  # False when the message was over max_message_bytes: no content kept
 
 
+def _infos() -> Select[Any]:
+    """AttachmentInfo's columns; whether the content is stored, from its blob's presence."""
+    return (select(Attachment.id, Attachment.message_id, Attachment.filename,
+                   Attachment.content_type, Attachment.size, Blob.sha256.is_not(None))  # type: ignore[union-attr]
+            .outerjoin(Blob, Blob.sha256 == Attachment.sha256))
+
+
 def attachments_of(session: Session, message_ids: Iterable[int]) -> dict[int, list[AttachmentInfo]]:
     """The attachments of `message_ids`, by message, in the order they came."""
     ids = sorted(set(message_ids))
     found: dict[int, list[AttachmentInfo]] = {}
     for start in range(0, len(ids), 500):
         rows = session.execute(
-            select(Attachment.id, Attachment.message_id, Attachment.filename,
-                   Attachment.content_type, Attachment.size, Blob.sha256.is_not(None))  # type: ignore[union-attr]
-            .outerjoin(Blob, Blob.sha256 == Attachment.sha256)
-            .where(Attachment.message_id.in_(ids[start:start + 500]))  # type: ignore[attr-defined]
+            _infos().where(Attachment.message_id.in_(ids[start:start + 500]))  # type: ignore[attr-defined]
             .order_by(Attachment.id))
         for row in rows:
             found.setdefault(row[1], []).append(AttachmentInfo(*row))
@@ -57,10 +62,7 @@ def attachments_of(session: Session, message_ids: Iterable[int]) -> dict[int, li
 def ticket_attachments(session: Session, ticket_id: int, limit: int = 200) -> list[AttachmentInfo]:
     """The newest `limit` attachments of a ticket's messages, newest first."""
     rows = session.execute(
-        select(Attachment.id, Attachment.message_id, Attachment.filename,
-               Attachment.content_type, Attachment.size, Blob.sha256.is_not(None))  # type: ignore[union-attr]
-        .join(Message, Message.id == Attachment.message_id)
-        .outerjoin(Blob, Blob.sha256 == Attachment.sha256)
+        _infos().join(Message, Message.id == Attachment.message_id)
         .where(Message.ticket_id == ticket_id)
         .order_by(Message.sent_at.desc(), Attachment.id.desc())  # type: ignore[union-attr]
         .limit(limit))

@@ -366,7 +366,7 @@ def cmd_customers(args: argparse.Namespace) -> int:
 
 def cmd_tickets(args: argparse.Namespace) -> int:
     from desk import tickets as ticket_actions
-    from desk.export import message_record, ticket_record
+    from desk.export import event_record, message_record, ticket_record
     from desk.models import Customer, Ticket
     from desk.store import customer_names, ticket_events, ticket_messages, ticket_page
     from desk.views import describe_event
@@ -404,10 +404,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
             for message in messages:
                 _json(message_record(message, []))
             for event in events:
-                _json({"type": "event", "id": event.id,
-                       "created_at": event.created_at.isoformat(), "kind": event.kind,
-                       "actor": event.actor, "ticket_id": event.ticket_id,
-                       "customer_id": event.customer_id, "data": json.loads(event.data)})
+                _json(event_record(event))
             return 0
         _out(f"ticket #{ticket.id} [{ticket.status}] {printable(ticket.subject, single_line=True)}")
         _out(f"customer {ticket.customer_id}: "
@@ -509,10 +506,9 @@ def cmd_auth(args: argparse.Namespace) -> int:
     from desk import oauth
 
     settings, store = _open(args)
-    mailboxes = [c for c in settings.connectors
-                 if c.type == "email" and getattr(c, "auth", None) == "oauth2"]
+    mailboxes = oauth.oauth_mailboxes(settings)
     if args.action == "status":
-        found = oauth.status(store, mailboxes)  # type: ignore[arg-type]
+        found = oauth.status(store, mailboxes)
         if args.json:
             _json({"connectors": found})
             return 0
@@ -542,12 +538,12 @@ def cmd_auth(args: argparse.Namespace) -> int:
         _out(f"{config.name}: signed out" if gone else f"{config.name}: was not signed in")
         return 0
     try:
-        use_device = oauth.endpoints(config).device is not None and not args.browser  # type: ignore[arg-type]
+        use_device = oauth.endpoints(config).device is not None and not args.browser
         if use_device:
-            tokens = oauth.device_login(config)  # type: ignore[arg-type]
+            tokens = oauth.device_login(config)
         else:
-            tokens = oauth.code_login(config, open_browser=not args.no_browser)  # type: ignore[arg-type]
-        oauth.save_sign_in(store, config, tokens)  # type: ignore[arg-type]
+            tokens = oauth.code_login(config, open_browser=not args.no_browser)
+        oauth.save_sign_in(store, config, tokens)
     except oauth.OAuthError as exc:
         raise CommandError(f"{config.name}: {exc}") from None
     except KeyboardInterrupt:
@@ -603,6 +599,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import ProgrammingError
 
     from desk import lease
+    from desk.dialects import is_permission_denied
     from desk.models import SyncState
     from desk.oauth import oauth_connectors, sign_in_needed
     from desk.store import outbox_backlog, recent_inbound, summary
@@ -619,7 +616,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             running_at = lease.live(session, lease.connector_role(""))
         lapsed = sign_in_needed(store, oauth_connectors(settings))
     except ProgrammingError as exc:
-        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+        if not is_permission_denied(exc):
             raise
         raise CommandError("this database role may not read the connectors' cursors and "
                            "leases (they are the daemon's): run desk status as the daemon's "

@@ -40,6 +40,23 @@ def is_sqlite(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "sqlite"
 
 
+def owns_store(conn: Connection) -> bool:
+    """Whether this connection may change the store's schema: its user owns the tables (or is
+    a member of the owning role, or a superuser). Always true on SQLite."""
+    if is_sqlite(conn):
+        return True
+    owner = conn.execute(text(
+        "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c"
+        " WHERE c.oid = to_regclass(:table)"), {"table": "meta"}).scalar()
+    return owner is None or bool(owner)  # no store yet: whoever creates it owns it
+
+
+def is_permission_denied(error: DBAPIError) -> bool:
+    """PostgreSQL refused a statement for lack of rights (an agent's role reading the daemon's
+    tables). SQLite has no rights to lack."""
+    return getattr(error.orig, "sqlstate", None) == "42501"  # insufficient_privilege
+
+
 # ---- connections -----------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from sqlalchemy import select
 from sqlmodel import Session
 
-from desk.models import Attachment, Customer, Identity, Message, Ticket
+from desk.models import Attachment, Customer, Event, Identity, Message, Ticket
 from desk.timeutil import iso
 
 PAGE = 1000
@@ -54,6 +54,20 @@ def ticket_record(ticket: Ticket) -> dict[str, Any]:
         "subject": ticket.subject,
         "created_at": iso(ticket.created_at),
         "updated_at": iso(ticket.updated_at),
+    }
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """An audit event, as `desk tickets show --events --json` prints it."""
+    return {
+        "type": "event",
+        "id": event.id,
+        "created_at": iso(event.created_at),
+        "kind": event.kind,
+        "actor": event.actor,
+        "ticket_id": event.ticket_id,
+        "customer_id": event.customer_id,
+        "data": json.loads(event.data or "{}"),
     }
 
 

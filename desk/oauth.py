@@ -383,13 +383,15 @@ def status(store: Store, connectors: list[EmailConnectorSettings]) -> list[dict[
 
     names = [c.name for c in connectors]
     with store.session() as session:
-        rows = {row.connector: row for row in session.execute(select(OAuthToken).where(
-            OAuthToken.connector.in_(names))).scalars()}  # type: ignore[attr-defined]
+        # The columns shown, not the whole row: the tokens stay where they are.
+        rows = {row.connector: row for row in session.execute(
+            select(OAuthToken.connector, OAuthToken.state, OAuthToken.reason,
+                   OAuthToken.account, OAuthToken.access_expires_at, OAuthToken.last_refresh_at)
+            .where(OAuthToken.connector.in_(names)))}  # type: ignore[attr-defined]
     found = []
     for config in connectors:
         row = rows.get(config.name)
-        state = ("not signed in" if row is None else
-                 "sign-in needed" if row.state == "sign_in_needed" else "signed in")
+        state = _state(row.state if row else None)
         found.append({
             "connector": config.name, "provider": config.oauth_provider, "state": state,
             "signed_in_as": row.account if row else None,
@@ -414,8 +416,7 @@ class TokenSource:
             return session.get(OAuthToken, self.settings.name)
 
     def signed_in(self) -> bool:
-        row = self._row()
-        return row is not None and row.state != "sign_in_needed"
+        return not sign_in_needed(self.store, [self.settings.name])
 
     def __call__(self, fresh: bool = False) -> tuple[str, float]:
         with self._lock:
@@ -514,13 +515,25 @@ def sign_in_needed(store: Store, connectors: list[str]) -> dict[str, str]:
     waiting = {}
     for name in connectors:
         state, reason = rows.get(name, (None, None))
-        if state is None:
+        if _state(state) == "not signed in":
             waiting[name] = "not signed in"
-        elif state == "sign_in_needed":
+        elif _state(state) == "sign-in needed":
             waiting[name] = reason or "the provider refused the refresh token"
     return waiting
 
 
+def _state(stored: str | None) -> str:
+    """A stored sign-in state (None: no row) as desk shows it."""
+    if stored is None:
+        return "not signed in"
+    return "sign-in needed" if stored == "sign_in_needed" else "signed in"
+
+
+def oauth_mailboxes(settings: Any) -> list[EmailConnectorSettings]:
+    """The email connectors that sign in with OAuth, enabled or not."""
+    return [c for c in settings.connectors if getattr(c, "auth", None) == "oauth2"]
+
+
 def oauth_connectors(settings: Any) -> list[str]:
-    return [c.name for c in settings.connectors
-            if c.enabled and getattr(c, "auth", None) == "oauth2"]
+    """The names of the enabled ones: those whose sign-in desk status and the app watch."""
+    return [c.name for c in oauth_mailboxes(settings) if c.enabled]

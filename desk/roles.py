@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 import desk.models  # noqa: F401  (registers the tables in SQLModel.metadata)
+from desk import dialects
 
 Kind = Literal["agent", "daemon"]
 
@@ -88,17 +89,6 @@ def table_rights(kind: Kind) -> dict[str, tuple[str, ...]]:
         else:
             rights[name] = WRITE
     return rights
-
-
-def owns_store(conn: Connection) -> bool:
-    """Whether this connection may change the store's schema: its user owns the tables (or is
-    a member of the owning role, or a superuser). Always true on SQLite."""
-    if conn.dialect.name == "sqlite":
-        return True
-    owner = conn.execute(text(
-        "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c"
-        " WHERE c.oid = to_regclass(:table)"), {"table": "meta"}).scalar()
-    return owner is None or bool(owner)  # no store yet: whoever creates it owns it
 
 
 def grant_agent(engine: Engine, name: str, password: str | None = None) -> Granted:
@@ -196,7 +186,7 @@ def _check_name(name: str) -> None:
 
 
 def _check_owner(conn: Connection) -> None:
-    if not owns_store(conn):
+    if not dialects.owns_store(conn):
         user = conn.execute(text("SELECT current_user")).scalar_one()
         owner = conn.execute(text(
             "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass('meta')"

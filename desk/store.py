@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
 
 from connectors.base import FLAG_AUTO_REPLY, FLAG_BOUNCE
-from desk import dialects, models, roles, ticket_figures
+from desk import dialects, models, ticket_figures
 from desk.models import Customer, Event, Identity, Message, Meta, SyncState, Ticket, TicketTag
 from desk.timeutil import utcnow
 
@@ -205,7 +205,7 @@ def migrate(engine: Engine, search_config: str | None = None) -> int:
                 select(Meta.value).where(Meta.key == "search_config")).scalar()
             # Only the owner re-indexes: another role keeps the store's configuration, which
             # is the one search uses.
-            if indexed != search_config and roles.owns_store(conn):
+            if indexed != search_config and dialects.owns_store(conn):
                 dialects.change_search_config(conn, search_config)
                 dialects.upsert(conn, models.Meta.__table__,  # type: ignore[attr-defined]
                                 [{"key": "search_config", "value": search_config}])
@@ -219,7 +219,7 @@ def migrate(engine: Engine, search_config: str | None = None) -> int:
             dialects.lock_schema(conn)
             if _schema_version(conn) != version:
                 continue  # another process migrated it meanwhile
-            if not roles.owns_store(conn):
+            if not dialects.owns_store(conn):
                 raise StoreError(
                     f"the store needs migrating from schema version {version} to"
                     f" {SCHEMA_VERSION}: run desk once as the store's owner"
@@ -460,10 +460,14 @@ def customer_events(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 200,
+    exclude: Iterable[str] = (),
 ) -> list[Event]:
-    """The customer's audit events (their tickets' too), newest `limit` in the period, oldest
-    first."""
+    """The customer's audit events (their tickets' too) but the `exclude` kinds, newest
+    `limit` in the period, oldest first."""
     query = select(Event).where(Event.customer_id == customer_id)
+    if exclude:
+        # In the query, so that the limit counts only the events wanted.
+        query = query.where(Event.kind.not_in(list(exclude)))  # type: ignore[attr-defined]
     if since is not None:
         query = query.where(Event.created_at >= since)
     if until is not None:

@@ -216,8 +216,8 @@ def timeline(
             customer_id,
             since=messages[0].sent_at if messages and earlier else None,
             until=before[0] if before else None,
+            exclude=SHOWN_ON_MESSAGES,
         )
-        events = [e for e in events if e.kind not in SHOWN_ON_MESSAGES]
         entries: list[Message | Event] = sorted(
             [*messages, *events], key=lambda e: (_moment(e), isinstance(e, Event), e.id)
         )

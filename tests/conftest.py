@@ -153,6 +153,16 @@ def inbound() -> InboundFactory:
     return make
 
 
+def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    """`desk ARGS` in this process: exit code, stdout, stderr."""
+    from desk.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def count(store: Store, model: Any, *where: Any) -> int:
     with store.session() as session:
         return session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()

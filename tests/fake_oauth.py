@@ -78,7 +78,7 @@ class _Token:
 
 
 _CONFIGURATION = frozenset({"user", "access_ttl", "client_id", "client_secret", "device_ttl",
-                            "interval", "revoke_family_on_reuse", "issuer", "_lock"})
+                            "interval", "issuer", "_lock"})
 
 
 @dataclass
@@ -91,9 +91,6 @@ class State:
     interval: int = 1
     slow_down_next: int = 0  # the next N polls of a pending device code answer slow_down
     authorize_mode: str = "approve"  # or "deny": the user refuses consent at /authorize
-    # The OAuth security BCP's reuse detection: a rotated refresh token presented again kills
-    # its whole grant (off by default: reuse is refused either way).
-    revoke_family_on_reuse: bool = False
     polls: dict[str, list[float]] = field(default_factory=dict)  # device_code: monotonic times
     # device_code: polls that came sooner than the interval then in force (RFC 8628 §3.5)
     early_polls: dict[str, int] = field(default_factory=dict)
@@ -130,12 +127,6 @@ class State:
         with self._lock:
             for token in (*self._access.values(), *self._refresh.values()):
                 token.revoked = True
-
-    def expire_access_tokens(self) -> None:
-        """Every access token expires now (refresh tokens stay good), without waiting."""
-        with self._lock:
-            for token in self._access.values():
-                token.expires_at = min(token.expires_at or 0.0, time.time() - 1)
 
     def reset(self) -> None:
         """Forget every code, token and record, and the test switches (slow_down_next,
@@ -174,10 +165,6 @@ class State:
     def live_refresh_tokens(self) -> list[str]:
         with self._lock:
             return [t for t, record in self._refresh.items() if not record.revoked]
-
-    def user_code_of(self, device_code: str) -> str:
-        with self._lock:
-            return self._devices[device_code].user_code
 
     def poll_gaps(self, device_code: str) -> list[float]:
         """Seconds between successive polls of a device code."""
@@ -351,8 +338,6 @@ def make_app(state: State) -> web.Application:
     def refresh_grant(client_id: str, form: dict[str, str]) -> web.Response:
         presented = form.get("refresh_token", "")
         if presented in state._rotated:
-            if state.revoke_family_on_reuse:
-                state._revoke_grant(state._rotated[presented])
             return _error("invalid_grant", "the refresh token was already used (rotated)")
         record = state._refresh.get(presented)
         if record is None or record.client_id != client_id:

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# `desk` as a user runs it, in a child process (from this checkout, without a console script).
+DESK = [sys.executable, "-c", "import sys; from desk.cli import main; sys.exit(main())"]
 
 USER = "support@example.test"
 PASSWORD = "secret"

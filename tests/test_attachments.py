@@ -7,10 +7,10 @@ import hashlib
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from peers import DESK
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from connectors.base import FLAG_TRUNCATED, Attachment
@@ -19,8 +19,6 @@ from desk.ingest import IngestOptions, ingest
 from desk.models import Attachment as StoredAttachment
 from desk.models import Blob, Message, Meta
 from desk.store import SCHEMA_VERSION, Store
-
-DESK = [sys.executable, "-c", "import sys; from desk.cli import main; sys.exit(main())"]
 
 HOSTILE_NAMES = [
     "../../etc/passwd",

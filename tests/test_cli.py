@@ -8,10 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import run
 from sqlalchemy import select
 
 from desk import identity, outbox, sync
-from desk.cli import main
 from desk.ingest import IngestOptions, ingest
 from desk.models import Customer, Message, Ticket
 from desk.store import Store
@@ -37,13 +37,6 @@ from_address = "Support <support@example.com>"
 
 ESC = "\x1b"
 HOSTILE = "\x1b[2J\x1b]52;c;ZXZpbA==\x07"
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import USER, free_port
-
-DESK = [sys.executable, "-c", "import sys; from desk.cli import main; sys.exit(main())"]
+from peers import DESK, USER, free_port
 
 
 def write_config(path: Path, *, lease: float, imap_port: int, more: str = "") -> Path:

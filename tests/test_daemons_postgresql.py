@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import fake_telegram
 import fake_twilio
 import pytest
-from peers import PASSWORD, USER, free_port, mail
+from peers import DESK, PASSWORD, USER, free_port, mail
 from sqlalchemy import func, select
 
 from desk import lease, outbox
@@ -26,7 +25,6 @@ from desk.store import Store
 
 pytestmark = pytest.mark.postgresql
 
-DESK = [sys.executable, "-c", "import sys; from desk.cli import main; sys.exit(main())"]
 # The figure is a minute of traffic; DESK_SOAK_SECONDS shortens it while developing.
 SOAK_SECONDS = float(os.environ.get("DESK_SOAK_SECONDS", "60"))
 LEASE_SECONDS = 3.0

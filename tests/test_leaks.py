@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -15,15 +14,13 @@ from urllib.parse import quote
 import fake_telegram
 import fake_twilio
 import pytest
-from peers import USER, free_port
+from peers import DESK, USER, free_port
 from sqlalchemy import select
 
 from desk import outbox
 from desk.ingest import ingest
 from desk.redact import forget_all, redact, remember
 from desk.store import Store
-
-DESK = [sys.executable, "-c", "import sys; from desk.cli import main; sys.exit(main())"]
 
 SECRETS = {
     "DESK_LEAK_IMAP": "imap-Pw/leak+7741?",

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from peers import DESK
 from sqlalchemy import func, select
 
 from desk import tickets
@@ -19,7 +19,6 @@ from desk.store_copy import CopyError, copy_store
 
 pytestmark = pytest.mark.postgresql
 
-DESK = [sys.executable, "-c", "import sys; from desk.cli import main; sys.exit(main())"]
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 

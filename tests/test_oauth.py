@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,7 +21,7 @@ import fake_oauth
 import fake_telegram
 import httpx
 import pytest
-from peers import USER, free_port, mail, start_dovecot
+from peers import DESK, USER, free_port, mail, start_dovecot
 from sqlalchemy import func, select
 
 from desk import outbox
@@ -35,7 +34,6 @@ from desk.timeutil import utcnow
 
 pytestmark = pytest.mark.peer
 
-DESK = [sys.executable, "-c", "import sys; from desk.cli import main; sys.exit(main())"]
 CLIENT_ID = "desk-test-client"
 SENT_FOLDER = 'sent_folder = "Sent"'
 
@@ -93,23 +91,32 @@ def write_config(tmp_path: Path, base: str, imap_port: int, smtp_port: int, *,
     return config
 
 
+def store_of(tmp_path: Path) -> Store:
+    """The store the test's desk commands use (`--db tmp_path/desk.db`)."""
+    return Store(f"sqlite:///{tmp_path / 'desk.db'}")
+
+
+def desk(tmp_path: Path, config: Path) -> list[str]:
+    """The command line of desk on this test's config and store."""
+    return [*DESK, "--config", str(config), "--db", str(tmp_path / "desk.db")]
+
+
 def desk_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
             "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
 
 
-def run(tmp_path: Path, config: Path, *args: str, timeout: float = 120) -> tuple[int, str]:
-    done = subprocess.run([*DESK, "--config", str(config), "--db", str(tmp_path / "desk.db"),
-                           *args], capture_output=True, text=True, timeout=timeout,
-                          env=desk_env(tmp_path))
+def run(tmp_path: Path, config: Path, *args: str) -> tuple[int, str]:
+    done = subprocess.run([*desk(tmp_path, config), *args], capture_output=True, text=True,
+                          timeout=120, env=desk_env(tmp_path))
     return done.returncode, done.stdout + done.stderr
 
 
 def login(tmp_path: Path, config: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*DESK, "--config", str(config), "--db", str(tmp_path / "desk.db"), "auth", "login",
-         "mail", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, env=desk_env(tmp_path), bufsize=1)
+        [*desk(tmp_path, config), "auth", "login", "mail", *args], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=desk_env(tmp_path),
+        bufsize=1)
 
 
 def read_until(process: subprocess.Popen[str], marker: str, seen: list[str]) -> str:
@@ -126,7 +133,7 @@ def signed_in(tmp_path: Path, state: fake_oauth.State) -> None:
     """A sign-in as `desk auth login` stores it, without going through a flow."""
     answer = state.issue(client_id=CLIENT_ID)
     config = load_config(tmp_path / "config.toml", check_secrets=False)
-    store = Store(f"sqlite:///{tmp_path / 'desk.db'}")
+    store = store_of(tmp_path)
     save_sign_in(store, config.connectors[0], Tokens(  # type: ignore[arg-type]
         answer["access_token"], utcnow() + timedelta(seconds=answer["expires_in"]),
         answer["refresh_token"], USER))
@@ -153,7 +160,7 @@ def stored_errors(tmp_path: Path) -> str:
     """Every error and event desk recorded: where a provider's words are kept."""
     from desk.models import Event, SyncState
 
-    store = Store(f"sqlite:///{tmp_path / 'desk.db'}")
+    store = store_of(tmp_path)
     with store.session() as session:
         texts = [*session.execute(select(SyncState.last_error)).scalars(),
                  *session.execute(select(Message.error)).scalars(),
@@ -266,7 +273,7 @@ def test_a_pasted_address_with_another_state_is_refused(oauth, tmp_path) -> None
     assert process.returncode == 1
     assert "state does not match this sign-in: refused" in out
     assert not [r for r in state.token_requests if r.get("grant_type") == "authorization_code"]
-    store = Store(f"sqlite:///{tmp_path / 'desk.db'}")
+    store = store_of(tmp_path)
     with store.session() as session:
         assert session.get(OAuthToken, "mail") is None
     store.close()
@@ -283,7 +290,7 @@ def test_sync_reads_the_mailbox_over_xoauth2_and_replies_over_smtp_xoauth2(
     config = write_config(tmp_path, base, dovecot.imap_port, smtp_port)
     signed_in(tmp_path, state)
     dovecot.append(mail(1), mail(2))
-    store = Store(f"sqlite:///{tmp_path / 'desk.db'}")
+    store = store_of(tmp_path)
     ingest(store, [inbound("Where is my order?", sender="jane@example.com", connector="mail")])
     with store.transaction() as session:
         reply = outbox.queue_reply(session, 1, "It left today.", agent="alice",
@@ -291,7 +298,7 @@ def test_sync_reads_the_mailbox_over_xoauth2_and_replies_over_smtp_xoauth2(
     store.close()
     code, output = run(tmp_path, config, "sync", "--once")
     assert code == 0, output
-    store = Store(f"sqlite:///{tmp_path / 'desk.db'}")
+    store = store_of(tmp_path)
     with store.session() as session:
         stored = session.execute(select(func.count()).select_from(Message).where(
             Message.connector == "mail", Message.direction == "in")).scalar()
@@ -321,7 +328,7 @@ def test_a_revoked_sign_in_shows_sign_in_needed_and_the_rest_carries_on(
                       f'token = "env:DESK_TEST_TELEGRAM"\napi_base = "{telegram_base}"\n'))
             signed_in(tmp_path, state)
             state.revoke_all()  # an admin withdrew the app's consent
-            store = Store(f"sqlite:///{tmp_path / 'desk.db'}")
+            store = store_of(tmp_path)
             ingest(store, [inbound("Any news?", sender="jane@example.com", connector="mail")])
             with store.transaction() as session:
                 # Queued, and one left "sending" by a crash: neither may fail for want of a
@@ -335,7 +342,7 @@ def test_a_revoked_sign_in_shows_sign_in_needed_and_the_rest_carries_on(
             await telegram.push(telegram.message(
                 {"id": 4242, "is_bot": False, "first_name": "Ana"}, "still there?"))
             env = {**desk_env(tmp_path), "DESK_TEST_TELEGRAM": fake_telegram.TOKEN}
-            base_args = [*DESK, "--config", str(config), "--db", str(tmp_path / "desk.db")]
+            base_args = desk(tmp_path, config)
             sync = await asyncio.create_subprocess_exec(
                 *base_args, "sync", "--once", stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, env=env)
@@ -346,7 +353,7 @@ def test_a_revoked_sign_in_shows_sign_in_needed_and_the_rest_carries_on(
             auth = await asyncio.create_subprocess_exec(
                 *base_args, "auth", "status", stdout=asyncio.subprocess.PIPE, env=env)
             auth_text = (await auth.communicate())[0].decode()
-            store = Store(f"sqlite:///{tmp_path / 'desk.db'}")
+            store = store_of(tmp_path)
             with store.session() as session:
                 chats = session.execute(select(func.count()).select_from(Message).where(
                     Message.connector == "chat")).scalar()
@@ -377,7 +384,7 @@ def test_tokens_that_live_five_seconds_keep_a_30_second_sync_fetching(oauth, tmp
     config = write_config(tmp_path, base, dovecot.imap_port, free_port())
     signed_in(tmp_path, state)
     daemon = subprocess.Popen(
-        [*DESK, "--config", str(config), "--db", str(tmp_path / "desk.db"), "sync"],
+        [*desk(tmp_path, config), "sync"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=desk_env(tmp_path))
     sent = 0
     try:
@@ -386,7 +393,7 @@ def test_tokens_that_live_five_seconds_keep_a_30_second_sync_fetching(oauth, tmp
             sent += 1
             dovecot.append(mail(sent))
             time.sleep(1.0)
-        store = Store(f"sqlite:///{tmp_path / 'desk.db'}")
+        store = store_of(tmp_path)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             with store.session() as session:

@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-DESK = [sys.executable, "-c", "import sys; from desk.cli import main; sys.exit(main())"]
+from peers import DESK
 
 
 def mode(path: Path) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,13 +17,14 @@ import fake_telegram
 import pg_cluster
 import psycopg
 import pytest
+from conftest import run
+from peers import DESK
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ProgrammingError
 from sqlmodel import SQLModel
 
 from desk import lease, outbox, tickets
-from desk.cli import main
 from desk.ingest import ingest
 from desk.models import Message, Meta, SyncState, Ticket
 from desk.roles import grant_agent
@@ -34,17 +34,9 @@ from desk.store import SCHEMA_VERSION, Store, StoreError, ticket_page
 postgresql = pytest.mark.postgresql
 TABLES = [table.name for table in SQLModel.metadata.sorted_tables]
 
-DESK = [sys.executable, "-c", "import sys; from desk.cli import main; sys.exit(main())"]
 ROOT = Path(__file__).resolve().parent.parent
 # A password that needs quoting as a literal: it must reach the server intact and never be shown.
 PASSWORD = "it's 100% s\\ecret"
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @dataclass

@@ -18,6 +18,7 @@ from textual.worker import get_current_worker
 
 from desk import views
 from desk.config import Settings
+from desk.dialects import is_permission_denied
 from desk.keys import APP, MAIN
 from desk.oauth import oauth_connectors, sign_in_needed
 from desk.redact import redact
@@ -96,7 +97,7 @@ class DeskApp(App[None]):
         try:
             lapsed = sign_in_needed(self.store, oauth_connectors(self.settings))
         except DBAPIError as error:
-            if getattr(error.orig, "sqlstate", None) == "42501":
+            if is_permission_denied(error):
                 # An agent's database role may not read sign-ins (PostgreSQL): `desk status`
                 # under the daemon's role is where an admin sees them.
                 self._sign_ins_unreadable = True
