@@ -620,8 +620,9 @@ oauth_client_id = "11111111-2222-3333-4444-555555555555"
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         alerts = app.screen.query_one("#alerts", Static)
-        # Never signed in: nothing arrives through it, which every agent should know.
-        assert alerts.display
+        # Never signed in: nothing arrives through it, which every agent should know. (The
+        # check runs in a worker and reports back: wait for it, as for the other changes.)
+        await until(app, pilot, lambda: alerts.display)
         assert "⚠ m365: sign-in needed, run desk auth login m365" in str(alerts.render())
         with store.transaction() as session:
             session.add(OAuthToken(connector="m365", provider="microsoft",
